@@ -1,0 +1,7 @@
+"""`python -m classifr` runs the CLI."""
+
+import sys
+
+from classifr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""Settings: every knob of Classifr, read once from the environment and validated.
+
+`Settings.from_env()` is called at start-up (app.py, the CLI); library code receives a Settings
+object and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classifr.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7860
+SPACE_PERSISTENT_ROOT = Path("/data")  # Hugging Face Spaces mount persistent storage here
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """`/data/classifr` on a Space with persistent storage, else `./classifr-home`."""
+    if env.get("SPACE_ID") and SPACE_PERSISTENT_ROOT.is_dir() and os.access(SPACE_PERSISTENT_ROOT, os.W_OK):
+        return SPACE_PERSISTENT_ROOT / "classifr"
+    return Path.cwd() / "classifr-home"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _folder(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{name} must be an existing folder, got {raw!r}")
+    return path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    model: str | None = None  # CLASSIFR_MODEL: a local path or Hub id served instead of the registry
+    model_revision: str | None = None
+    server_name: str = "127.0.0.1"
+    server_port: int = DEFAULT_PORT
+    top_k: int = 5
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 120_000_000
+    max_batch_size: int = 8
+    num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    examples_dir: Path | None = None  # CLASSIFR_EXAMPLES_DIR: example images shown in the app
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home_raw = env.get("CLASSIFR_HOME", "").strip()
+        home = Path(home_raw).expanduser() if home_raw else default_home(env)
+        if home.exists() and not home.is_dir():
+            raise ConfigError(f"CLASSIFR_HOME must be a folder, but {str(home)!r} is a file")
+        return cls(
+            home=home.resolve(),
+            model=env.get("CLASSIFR_MODEL", "").strip() or None,
+            model_revision=env.get("CLASSIFR_MODEL_REVISION", "").strip() or None,
+            server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
+            server_port=_int(env, "GRADIO_SERVER_PORT", DEFAULT_PORT, minimum=1, maximum=65535),
+            top_k=_int(env, "CLASSIFR_TOP_K", 5, minimum=1, maximum=100),
+            max_image_bytes=_int(env, "CLASSIFR_MAX_IMAGE_MB", 50, minimum=1, maximum=1024) * 1024 * 1024,
+            max_image_pixels=_int(env, "CLASSIFR_MAX_IMAGE_PIXELS", 120_000_000, minimum=1, maximum=1_000_000_000),
+            max_batch_size=_int(env, "CLASSIFR_MAX_BATCH", 8, minimum=1, maximum=256),
+            num_threads=_int(env, "CLASSIFR_NUM_THREADS", os.cpu_count() or 1, minimum=1, maximum=256),
+            examples_dir=_folder(env, "CLASSIFR_EXAMPLES_DIR"),
+        )

@@ -1,0 +1,45 @@
+"""Settings from the environment: defaults and errors that name the bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from classifr.config import Settings
+from classifr.errors import ConfigError
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.home == tmp_path / "classifr-home"
+    assert settings.server_port == 7860 and settings.top_k == 5 and settings.model is None
+    assert settings.registry_dir == settings.home / "registry"
+
+
+def test_values_from_env(tmp_path):
+    env = {"CLASSIFR_HOME": str(tmp_path), "GRADIO_SERVER_PORT": "9001", "CLASSIFR_TOP_K": "3",
+           "CLASSIFR_MODEL": "google/vit-base-patch16-224", "CLASSIFR_MAX_IMAGE_MB": "2"}
+    settings = Settings.from_env(env)
+    assert settings.home == tmp_path and settings.server_port == 9001 and settings.top_k == 3
+    assert settings.model == "google/vit-base-patch16-224" and settings.max_image_bytes == 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [({"GRADIO_SERVER_PORT": "http"}, "GRADIO_SERVER_PORT must be an integer, got 'http'"),
+     ({"GRADIO_SERVER_PORT": "70000"}, "between 1 and 65535, got 70000"),
+     ({"CLASSIFR_TOP_K": "0"}, "CLASSIFR_TOP_K must be between 1 and 100, got 0"),
+     ({"CLASSIFR_EXAMPLES_DIR": "/no/such/folder"}, "CLASSIFR_EXAMPLES_DIR must be an existing folder")],
+)
+def test_bad_values_are_named(env, message, tmp_path):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        Settings.from_env({"CLASSIFR_HOME": str(tmp_path), **env})
+
+
+def test_home_that_is_a_file_is_refused(tmp_path):
+    file = tmp_path / "home"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        Settings.from_env({"CLASSIFR_HOME": str(file)})

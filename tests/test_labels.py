@@ -1,0 +1,51 @@
+"""LabelSet: validation and append-only growth."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifr.errors import LabelError
+from classifr.labels import LabelSet, normalize_label
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [("", "empty"), ("   ", "empty"), ("a/b", "path separator"), ("a\\b", "path separator"),
+     ("tab\there", "control"), ("x" * 65, "longer than 64"), (3, "must be a string")],
+)
+def test_bad_labels_are_refused_with_the_reason(bad, reason):
+    with pytest.raises(LabelError, match=reason):
+        normalize_label(bad)
+
+
+def test_label_is_trimmed():
+    assert normalize_label("  Rain boots \n".replace("\n", "")) == "Rain boots"
+
+
+def test_adding_labels_never_renumbers_existing_ones():
+    base = LabelSet(("cat", "dog"))
+    grown = base.with_added(["bird", " Dog ", "CAT", "fish", "bird"])
+    assert grown.names == ("cat", "dog", "bird", "fish")
+    assert all(grown.id_of(name) == i for i, name in enumerate(base.names))
+
+
+def test_duplicates_ignoring_case_are_refused():
+    with pytest.raises(LabelError, match="duplicate label 'Cat'"):
+        LabelSet(("cat", "Cat"))
+
+
+def test_round_trip_through_id2label_with_string_keys():
+    labels = LabelSet(("a", "b", "c"))
+    as_json = {str(k): v for k, v in labels.id2label.items()}
+    assert LabelSet.from_id2label(as_json) == labels
+    assert labels.label2id == {"a": 0, "b": 1, "c": 2}
+
+
+def test_gaps_in_ids_are_refused():
+    with pytest.raises(LabelError, match="without gaps"):
+        LabelSet.from_id2label({0: "a", 2: "c"})
+
+
+def test_unknown_label_is_named():
+    with pytest.raises(LabelError, match="unknown label 'zebra'"):
+        LabelSet(("cat",)).id_of("zebra")
