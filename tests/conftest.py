@@ -1,0 +1,156 @@
+"""Shared fixtures: real data from ../shared/datasets, the real default model, tiny random models.
+
+Everything is built in pytest's temp folders; nothing is written to the repo or downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+CLOTHING = SHARED_DATASETS / "clothing-small"
+
+# Tests never reach the Hub; a path that tries fails loudly instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not CLOTHING.is_dir():
+        raise pytest.UsageError(f"the real test photos are missing: {CLOTHING} (../shared/datasets beside the repo)")
+
+
+@pytest.fixture(scope="session")
+def clothing_dir() -> Path:
+    return CLOTHING
+
+
+@pytest.fixture(scope="session")
+def sandal_photo() -> Path:
+    """The shoe photo the foundation issue names: the default model says 'sandal' (p about 0.9)."""
+    return next((CLOTHING / "test" / "shoes").glob("07d88b75-*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> dict[str, Path]:
+    """scikit-learn's two sample photos: a palace (china.jpg) and a daisy (flower.jpg)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("sklearn.datasets") / "images"))
+    return {"palace": folder / "china.jpg", "daisy": folder / "flower.jpg"}
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real default model (EfficientNet-Lite0, ImageNet-1k) written as v1 would be."""
+    from classifr.bootstrap import write_default_version
+
+    folder = tmp_path_factory.mktemp("default-model")
+    write_default_version(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def default_classifier(default_model_dir: Path):
+    from classifr.model import Classifier
+
+    return Classifier.load(default_model_dir, version="v1")
+
+
+@pytest.fixture(scope="session")
+def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CLASSIFR_HOME whose registry holds the bootstrapped v1 (shared, treat as read-only)."""
+    from classifr.service import open_local_registry
+
+    home = tmp_path_factory.mktemp("classifr-home")
+    open_local_registry(home / "registry")
+    return home
+
+
+def _save_tiny(folder: Path, model, processor) -> Path:
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer ViT with 3 labels, saved like a Hub checkpoint."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    labels = {0: "cat", 1: "dog", 2: "bird"}
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, id2label=labels, label2id={v: k for k, v in labels.items()},
+    )
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    return _save_tiny(tmp_path_factory.mktemp("tiny-vit"), ViTForImageClassification(config), processor)
+
+
+@pytest.fixture(scope="session")
+def tiny_convnext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny ConvNeXt with 4 labels and the crop_pct preprocessing."""
+    import torch
+    from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+
+    torch.manual_seed(0)
+    labels = {0: "shirt", 1: "pants", 2: "shoes", 3: "hat"}
+    config = ConvNextConfig(
+        num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=64,
+        id2label=labels, label2id={v: k for k, v in labels.items()},
+    )
+    processor = ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875)
+    return _save_tiny(tmp_path_factory.mktemp("tiny-convnext"), ConvNextForImageClassification(config), processor)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory: pytest.TempPathFactory):
+    """`python app.py` as a user starts it, on an empty CLASSIFR_HOME; yields its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("app-home")
+    port = _free_port()
+    log = home / "app.log"
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "CLASSIFR_NUM_THREADS": "2"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer on {url} within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "process": process, "log": log, "home": home}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

