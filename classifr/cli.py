@@ -1,0 +1,152 @@
+"""The `classifr` command (also `python -m classifr`).
+
+Every command takes `--json` for machine-readable output (shapes in DESIGN.md). Exit status: 0 on
+success, 1 when the work failed (an unreadable image, an unknown version), 2 for bad usage; errors
+are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from classifr.config import Settings
+from classifr.errors import ClassifrError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="classifr", description="Classify images and teach the model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="start the web app (same as python app.py)")
+    serve.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
+    serve.add_argument("--host", help="address to bind (default $GRADIO_SERVER_NAME or 127.0.0.1)")
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=None, help="labels per image (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+
+    versions = commands.add_parser("versions", help="list model versions")
+    versions.add_argument("--json", action="store_true", help="print JSON")
+
+    promote = commands.add_parser("promote", help="make a version production")
+    promote.add_argument("version", metavar="V")
+    promote.add_argument("--json", action="store_true", help="print JSON")
+
+    rollback = commands.add_parser("rollback", help="make the previous production version production again")
+    rollback.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        return COMMANDS[args.command](args, settings)
+    except ClassifrError as err:
+        print(f"classifr: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _open_service(settings: Settings):
+    from classifr.model import configure_runtime
+    from classifr.service import ClassifrService
+
+    configure_runtime(settings.num_threads)
+    return ClassifrService.create(settings)
+
+
+def _print(value: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(value, indent=2) if as_json else text)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from classifr.ui.app import serve  # gradio is imported only when serving
+
+    if args.port is not None:
+        settings = replace(settings, server_port=args.port)
+    if args.host:
+        settings = replace(settings, server_name=args.host)
+    serve(settings)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    if args.top_k is not None and args.top_k < 1:
+        print(f"classifr: error: --top-k must be at least 1, got {args.top_k}", file=sys.stderr)
+        return EXIT_USAGE
+    service = _open_service(settings)
+    results = []
+    size = settings.max_batch_size
+    for start in range(0, len(args.images), size):
+        chunk = args.images[start : start + size]
+        results.extend(service.predict_batch(chunk, top_k=args.top_k))
+    for result in results:
+        if not result.ok:
+            print(f"classifr: error: {result.error}", file=sys.stderr)
+    lines = [
+        f"{r.image} [{r.version}]: " + ", ".join(f"{p.label} ({p.score:.3f})" for p in r.predictions)
+        for r in results
+        if r.ok
+    ]
+    _print([r.to_json() for r in results], args.json, "\n".join(lines))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _registry(settings: Settings):
+    from classifr.service import open_local_registry
+
+    if settings.model:
+        raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")
+    return open_local_registry(settings.registry_dir)
+
+
+def _version_line(info) -> str:
+    aliases = f"  ({', '.join(info.aliases)})" if info.aliases else ""
+    parent = f"  parent {info.parent}" if info.parent else ""
+    return f"{info.version}  {info.num_labels} labels  {info.created_at}{parent}{aliases}"
+
+
+def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
+    versions = _registry(settings).list_versions()
+    _print([v.to_json() for v in versions], args.json, "\n".join(_version_line(v) for v in versions))
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    info = _registry(settings).promote(args.version)
+    _print(info.to_json(), args.json, f"production is now {info.version}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    info = _registry(settings).rollback()
+    _print(info.to_json(), args.json, f"production rolled back to {info.version}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "predict": cmd_predict,
+    "versions": cmd_versions,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

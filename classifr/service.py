@@ -1,0 +1,176 @@
+"""ClassifrService: the one API that the UI and the CLI call.
+
+It owns the registry and the loaded model versions, decodes images through `classifr.images`, and
+returns plain results that carry the model version. It imports no UI code. One instance is built
+at start-up and shared by all requests; it keeps no per-user state, and the only mutable state
+(which loaded version serves) is swapped under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from classifr.bootstrap import ensure_default_version
+from classifr.config import Settings
+from classifr.errors import ClassifrError, InvalidImageError
+from classifr.images import ImageLimits, LoadedImage, read_image
+from classifr.model import Classifier, Prediction
+from classifr.registry import LocalRegistry, ModelRegistry, VersionInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The outcome for one input image: predictions, or the reason it could not be classified."""
+
+    image: str
+    version: str
+    predictions: tuple[Prediction, ...] = ()
+    error: str | None = None
+    original_size: tuple[int, int] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {
+            "image": self.image,
+            "version": self.version,
+            "predictions": [p.to_json() for p in self.predictions],
+            "original_size": list(self.original_size) if self.original_size else None,
+        }
+
+
+class ClassifrService:
+    """Predictions and model versions for one Classifr project (one CLASSIFR_HOME)."""
+
+    def __init__(self, settings: Settings, *, registry: ModelRegistry | None, classifier: Classifier) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self._lock = threading.Lock()
+        self._classifier = classifier
+
+    @classmethod
+    def create(cls, settings: Settings) -> ClassifrService:
+        """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL."""
+        if settings.model:
+            classifier = Classifier.load(settings.model, version=settings.model, revision=settings.model_revision)
+            return cls(settings, registry=None, classifier=classifier)
+        registry = open_local_registry(settings.registry_dir)
+        version = registry.resolve("production")
+        classifier = Classifier.load(registry.local_path(version), version=version)
+        return cls(settings, registry=registry, classifier=classifier)
+
+    @property
+    def classifier(self) -> Classifier:
+        with self._lock:
+            return self._classifier
+
+    @property
+    def serving_version(self) -> str:
+        return self.classifier.version
+
+    def predict(self, source: Any, *, top_k: int | None = None, name: str | None = None) -> PredictionResult:
+        """Classify one image; a bad image raises InvalidImageError (a ValueError) with a readable message."""
+        result = self.predict_batch([source], top_k=top_k, names=[name])[0]
+        if result.error is not None:
+            raise InvalidImageError(result.error)
+        return result
+
+    def predict_batch(
+        self, sources: Sequence[Any], *, top_k: int | None = None, names: Sequence[str | None] | None = None
+    ) -> list[PredictionResult]:
+        """Classify many images in one forward pass; an unreadable image gets an error result, not an exception."""
+        top_k = self.settings.top_k if top_k is None else top_k
+        names = list(names) if names is not None else [None] * len(sources)
+        if len(names) != len(sources):
+            raise ValueError(f"got {len(sources)} images but {len(names)} names")
+        classifier = self.classifier  # one version for the whole batch, even if a promote lands meanwhile
+        started = time.perf_counter()
+        decoded: list[LoadedImage | ClassifrError] = []
+        for source, name in zip(sources, names):
+            try:
+                decoded.append(read_image(source, limits=self.limits, min_side=classifier.min_side, name=name))
+            except ClassifrError as err:
+                decoded.append(err)
+        decoded_at = time.perf_counter()
+        good = [item for item in decoded if isinstance(item, LoadedImage)]
+        ranked = iter(classifier.predict([item.image for item in good], top_k=top_k))
+        timings = {
+            "decode": (decoded_at - started) * 1000,
+            "model": (time.perf_counter() - decoded_at) * 1000,
+        }
+        results = []
+        for item, source, name in zip(decoded, sources, names):
+            label = name or _describe(source)
+            if isinstance(item, ClassifrError):
+                results.append(PredictionResult(image=label, version=classifier.version, error=str(item)))
+            else:
+                results.append(
+                    PredictionResult(
+                        image=label,
+                        version=classifier.version,
+                        predictions=tuple(next(ranked)),
+                        original_size=item.original_size,
+                        timings_ms=timings,
+                    )
+                )
+        return results
+
+    def list_versions(self) -> list[VersionInfo]:
+        return self.registry.list_versions() if self.registry else []
+
+    def promote(self, ref: str) -> VersionInfo:
+        """Make `ref` production and serve it from the next request on."""
+        info = self._require_registry().promote(ref)
+        self._switch_to(info.version)
+        return info
+
+    def rollback(self) -> VersionInfo:
+        """Serve the previous production version again."""
+        info = self._require_registry().rollback()
+        self._switch_to(info.version)
+        return info
+
+    def _switch_to(self, version: str) -> None:
+        if version == self.serving_version:
+            return
+        classifier = Classifier.load(self._require_registry().local_path(version), version=version)
+        with self._lock:
+            self._classifier = classifier
+        logger.info("now serving %s", version)
+
+    def _require_registry(self) -> ModelRegistry:
+        if self.registry is None:
+            raise ClassifrError(f"CLASSIFR_MODEL={self.settings.model!r} is served directly; there is no registry")
+        return self.registry
+
+
+def open_local_registry(root: Path) -> LocalRegistry:
+    """The project's registry, with the default model built into it on first use."""
+    root.mkdir(parents=True, exist_ok=True)
+    registry = LocalRegistry(root)
+    # Two processes starting on an empty project must not both build a v1.
+    with FileLock(str(root / ".bootstrap.lock")):
+        ensure_default_version(registry)
+    return registry
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return f"<{type(source).__name__}>"

@@ -1,0 +1,28 @@
+"""Import rules from DESIGN.md, checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def _modules_after_import(module: str) -> set[str]:
+    code = f"import sys, {module}; print('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["classifr.service", "classifr.cli", "classifr.registry", "classifr.images"])
+def test_library_does_not_import_gradio_or_training(module):
+    loaded = _modules_after_import(module)
+    assert "gradio" not in loaded
+    assert not any(name == "training" or name.startswith("training.") for name in loaded)
+
+
+def test_cli_starts_without_torch():
+    # `classifr --help` and argument errors must answer instantly.
+    assert "torch" not in _modules_after_import("classifr.cli")
