@@ -1,0 +1,1 @@
+"""The Gradio Blocks app. Only this package (and app.py) imports gradio."""

@@ -1,0 +1,59 @@
+"""Assemble the Blocks app from the services and launch it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+
+import gradio as gr
+
+from classifr.config import Settings
+from classifr.model import configure_runtime
+from classifr.service import ClassifrService
+from classifr.ui.classify import build_classify_tab
+from classifr.ui.versions import build_versions_tab
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+MAX_EXAMPLES = 12
+
+
+def example_images(settings: Settings) -> list[str]:
+    """Images from CLASSIFR_EXAMPLES_DIR when set, else the two photos that ship with scikit-learn."""
+    if settings.examples_dir is not None:
+        files = sorted(p for p in settings.examples_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [str(p) for p in files[:MAX_EXAMPLES]]
+    folder = resources.files("sklearn.datasets") / "images"
+    return [str(Path(str(folder)) / name) for name in ("china.jpg", "flower.jpg")]
+
+
+def build_app(service: ClassifrService) -> gr.Blocks:
+    with gr.Blocks(title="Classifr") as demo:
+        gr.Markdown("# Classifr\nAn open image classifier you can watch and teach.")
+        with gr.Tab("Classify"):
+            build_classify_tab(service, example_images(service.settings))
+        with gr.Tab("Versions"):
+            build_versions_tab(service, demo)
+    return demo
+
+
+def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
+    """Build the services once, then the UI, and launch; `block=False` returns the running app."""
+    started = time.perf_counter()
+    configure_runtime(settings.num_threads)
+    service = ClassifrService.create(settings)
+    demo = build_app(service)
+    demo.queue(default_concurrency_limit=4)
+    logger.info("Classifr ready in %.1f s, serving %s", time.perf_counter() - started, service.serving_version)
+    demo.launch(
+        server_name=settings.server_name,
+        server_port=settings.server_port,
+        max_file_size=settings.max_image_bytes,
+        show_error=True,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(p) for p in [settings.examples_dir] if p],
+    )
+    return demo
