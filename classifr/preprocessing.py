@@ -74,26 +74,24 @@ class FastPreprocessor:
         sx, sy = width / new_w, height / new_h
         return (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """One image -> float32 (H, W, 3), normalised."""
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """One image -> uint8 (H, W, 3) at the model's input size."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         height, width = self.input_size
-        box = self.crop_box(*image.size)
         # Resizing only the crop region gives the resize-then-crop result with less work.
-        resized = image.resize((width, height), self.resample, box=box)
-        array = np.asarray(resized, dtype=np.float32)
-        scale = np.asarray(self.std, dtype=np.float32)
-        scale = self.rescale_factor / scale
-        offset = -np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
-        array *= scale
-        array += offset
-        return array
+        resized = image.resize((width, height), self.resample, box=self.crop_box(*image.size))
+        return np.asarray(resized)
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        batch = np.stack([self.to_array(image) for image in images])  # (N, H, W, C)
+        pixels = torch.from_numpy(np.stack([self.resize(image) for image in images]))  # (N, H, W, C) uint8
+        std = torch.tensor(self.std, dtype=torch.float32)
+        scale = self.rescale_factor / std
+        offset = -torch.tensor(self.mean, dtype=torch.float32) / std
+        # One fused pass (x * scale + offset), a few times faster than the same in numpy.
+        normalized = torch.addcmul(offset, pixels.to(torch.float32), scale)
         # A channels-last view, not a copy: convolutions on CPU prefer this layout.
-        return torch.from_numpy(batch).permute(0, 3, 1, 2)
+        return normalized.permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
