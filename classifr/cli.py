@@ -109,11 +109,11 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from classifr.service import open_local_registry
+    from classifr.service import open_registry
 
     if settings.model:
         raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")
-    return open_local_registry(settings.registry_dir)
+    return open_registry(settings)
 
 
 def _version_line(info) -> str:

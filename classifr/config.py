@@ -40,6 +40,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maxim
     return value
 
 
+def _repo_id(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.count("/") != 1 or raw.startswith("/") or raw.endswith("/"):
+        raise ConfigError(f"{name} must be a Hub repo id like 'owner/name', got {raw!r}")
+    return raw
+
+
 def _folder(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     if not raw:
@@ -55,6 +64,8 @@ class Settings:
     home: Path
     model: str | None = None  # CLASSIFR_MODEL: a local path or Hub id served instead of the registry
     model_revision: str | None = None
+    registry_repo: str | None = None  # CLASSIFR_REGISTRY_REPO: a Hub model repo holding the versions
+    hf_token: str | None = field(default=None, repr=False)  # HF_TOKEN, for the Hub registry
     server_name: str = "127.0.0.1"
     server_port: int = DEFAULT_PORT
     top_k: int = 5
@@ -83,6 +94,8 @@ class Settings:
             home=home.resolve(),
             model=env.get("CLASSIFR_MODEL", "").strip() or None,
             model_revision=env.get("CLASSIFR_MODEL_REVISION", "").strip() or None,
+            registry_repo=_repo_id(env, "CLASSIFR_REGISTRY_REPO"),
+            hf_token=env.get("HF_TOKEN", "").strip() or None,
             server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
             server_port=_int(env, "GRADIO_SERVER_PORT", DEFAULT_PORT, minimum=1, maximum=65535),
             top_k=_int(env, "CLASSIFR_TOP_K", 5, minimum=1, maximum=100),

@@ -23,7 +23,7 @@ from classifr.config import Settings
 from classifr.errors import ClassifrError, InvalidImageError
 from classifr.images import ImageLimits, LoadedImage, read_image
 from classifr.model import Classifier, Prediction
-from classifr.registry import LocalRegistry, ModelRegistry, VersionInfo
+from classifr.registry import HubRegistry, LocalRegistry, ModelRegistry, VersionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class ClassifrService:
         self._classifier = classifier
 
     @classmethod
-    def create(cls, settings: Settings) -> ClassifrService:
+    def create(cls, settings: Settings, *, hf_api: Any = None) -> ClassifrService:
         """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL."""
         if settings.model:
             classifier = Classifier.load(settings.model, version=settings.model, revision=settings.model_revision)
             return cls(settings, registry=None, classifier=classifier)
-        registry = open_local_registry(settings.registry_dir)
+        registry = open_registry(settings, hf_api=hf_api)
         version = registry.resolve("production")
         classifier = Classifier.load(registry.local_path(version), version=version)
         return cls(settings, registry=registry, classifier=classifier)
@@ -158,6 +158,18 @@ class ClassifrService:
         if self.registry is None:
             raise ClassifrError(f"CLASSIFR_MODEL={self.settings.model!r} is served directly; there is no registry")
         return self.registry
+
+
+def open_registry(settings: Settings, *, hf_api: Any = None) -> ModelRegistry:
+    """The Hub registry when CLASSIFR_REGISTRY_REPO is set, else the local one; v1 built if empty."""
+    if not settings.registry_repo:
+        return open_local_registry(settings.registry_dir)
+    registry = HubRegistry(
+        settings.registry_repo, hf_api=hf_api, token=settings.hf_token, cache_dir=settings.cache_dir / "hub"
+    )
+    # No file lock can span machines; the Hub's parent_commit check rejects a second racing v1 commit.
+    ensure_default_version(registry)
+    return registry
 
 
 def open_local_registry(root: Path) -> LocalRegistry:

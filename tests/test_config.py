@@ -43,3 +43,13 @@ def test_home_that_is_a_file_is_refused(tmp_path):
     file.write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         Settings.from_env({"CLASSIFR_HOME": str(file)})
+
+
+def test_registry_repo_must_be_a_repo_id(tmp_path):
+    with pytest.raises(ConfigError, match="CLASSIFR_REGISTRY_REPO must be a Hub repo id like 'owner/name', got 'oops'"):
+        Settings.from_env({"CLASSIFR_HOME": str(tmp_path), "CLASSIFR_REGISTRY_REPO": "oops"})
+
+
+def test_token_is_not_shown_in_repr(tmp_path):
+    settings = Settings.from_env({"CLASSIFR_HOME": str(tmp_path), "HF_TOKEN": "hf_secret"})
+    assert settings.hf_token == "hf_secret" and "hf_secret" not in repr(settings)

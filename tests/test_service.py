@@ -104,3 +104,17 @@ def test_top_k_is_validated(tiny_vit_dir, tmp_path):
     service = _service(tmp_path, model=str(tiny_vit_dir))
     with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
         service.predict(Image.new("RGB", (40, 40)), top_k=0)
+
+
+@pytest.mark.slow
+def test_hub_registry_serves_v1_from_the_hub(tmp_path, sandal_photo):
+    """CLASSIFR_REGISTRY_REPO: v1 is published to the (fake) Hub, then served from a pinned download."""
+    from tests.fake_hub import FakeHfApi
+
+    hub = FakeHfApi()
+    settings = Settings.from_env({"CLASSIFR_HOME": str(tmp_path), "CLASSIFR_REGISTRY_REPO": "team/classifr-models"})
+    service = ClassifrService.create(settings, hf_api=hub)
+    assert service.serving_version == "v1" and service.predict(sandal_photo).predictions[0].label == "sandal"
+    assert [v.version for v in service.list_versions()] == ["v1"]
+    again = ClassifrService.create(settings, hf_api=hub)  # a second replica finds v1 and builds nothing
+    assert again.serving_version == "v1" and len(again.list_versions()) == 1
