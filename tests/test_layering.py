@@ -16,7 +16,7 @@ def _modules_after_import(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["classifr.service", "classifr.cli", "classifr.registry", "classifr.images"])
+@pytest.mark.parametrize("module", ["classifr.service", "classifr.cli", "classifr.registry", "classifr.images", "classifr.explain"])
 def test_library_does_not_import_gradio_or_training(module):
     loaded = _modules_after_import(module)
     assert "gradio" not in loaded
