@@ -19,10 +19,14 @@ from typing import Any
 from filelock import FileLock
 
 from classifr.bootstrap import ensure_default_version
+from PIL import Image
+
 from classifr.config import Settings
 from classifr.errors import ClassifrError, InvalidImageError
+from classifr.explain import IG_STEPS, Explainer, Explanation, StageMap
 from classifr.images import ImageLimits, LoadedImage, read_image
 from classifr.model import Classifier, Prediction
+from classifr.overlay import fit, render, stage_grid
 from classifr.registry import HubRegistry, LocalRegistry, ModelRegistry, VersionInfo
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,21 @@ class PredictionResult:
         }
 
 
+@dataclass(frozen=True)
+class ExplainResult:
+    """A rendered explanation (or stage grid) of one image by one model version."""
+
+    image: str
+    version: str
+    picture: Image.Image
+    explanation: Explanation | None = None
+    stages: tuple[StageMap, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        details = self.explanation.to_json() if self.explanation else {"method": "layers"}
+        return {"image": self.image, "version": self.version, "size": list(self.picture.size), **details}
+
+
 class ClassifrService:
     """Predictions and model versions for one Classifr project (one CLASSIFR_HOME)."""
 
@@ -63,6 +82,7 @@ class ClassifrService:
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self._lock = threading.Lock()
         self._classifier = classifier
+        self._explainers: dict[str, Explainer] = {}
 
     @classmethod
     def create(cls, settings: Settings, *, hf_api: Any = None) -> ClassifrService:
@@ -130,6 +150,61 @@ class ClassifrService:
                     )
                 )
         return results
+
+    def explain(
+        self,
+        source: Any,
+        *,
+        method: str = "gradcam",
+        target: str | None = None,
+        view: str = "overlay",
+        steps: int = IG_STEPS,
+        baseline: str = "black",
+        max_side: int | None = None,
+        name: str | None = None,
+    ) -> ExplainResult:
+        """Explain the serving model's decision on one image, rendered over the photo.
+
+        The overlay is as large as the photo (or `max_side`, for display); the attribution itself
+        runs on the model's input size, from a decode as small as the model allows.
+        """
+        classifier = self.classifier
+        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+        explanation = self._explainer(classifier).explain(
+            decoded.image, method=method, target=target, steps=steps, baseline=baseline
+        )
+        photo = self._photo(decoded, source, max_side, name)
+        picture = fit(render(photo, explanation, decoded_size=decoded.image.size, view=view), max_side)
+        return ExplainResult(image=decoded.name, version=classifier.version, picture=picture, explanation=explanation)
+
+    def explain_layers(self, source: Any, *, name: str | None = None) -> ExplainResult:
+        """How each stage of the backbone responds to the image, as one grid picture."""
+        classifier = self.classifier
+        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+        explainer = self._explainer(classifier)
+        stages = explainer.stage_maps(decoded.image)
+        seen = decoded.image.crop(tuple(round(v) for v in explainer.input_box(decoded.image)))
+        return ExplainResult(
+            image=decoded.name, version=classifier.version, picture=stage_grid(seen, stages), stages=tuple(stages)
+        )
+
+    def _photo(self, decoded: LoadedImage, source: Any, max_side: int | None, name: str | None) -> Image.Image:
+        """The photo to draw on: decoded again, larger, when the model's decode was a reduced draft."""
+        if decoded.image.size == decoded.original_size:
+            return decoded.image
+        again = decoded.data if decoded.data is not None else source
+        return read_image(again, limits=self.limits, min_side=max_side, name=name or decoded.name).image
+
+    def _explainer(self, classifier: Classifier) -> Explainer:
+        with self._lock:
+            explainer = self._explainers.get(classifier.version)
+        if explainer is not None and explainer.classifier is classifier:
+            return explainer
+        explainer = Explainer(classifier)  # copies the model: outside the lock, predictions go on
+        with self._lock:
+            # Only the version in use keeps a model copy for explanations.
+            self._explainers = {classifier.version: explainer}
+        return explainer
 
     def list_versions(self) -> list[VersionInfo]:
         return self.registry.list_versions() if self.registry else []

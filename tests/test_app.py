@@ -56,3 +56,19 @@ def test_versions_endpoint(client):
     table, versions = client.predict(api_name="/versions")
     assert versions[0]["version"] == "v1" and versions[0]["aliases"] == ["production"]
     assert table["data"][0][0] == "v1"
+
+
+def test_explain_endpoint_returns_an_overlay(client, sandal_photo):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    picture, caption = client.predict(handle_file(str(sandal_photo)), "gradcam", "sandal", api_name="/explain")
+    assert Image.open(picture).size == Image.open(sandal_photo).size  # under the 1024 px display limit
+    assert "sandal" in caption and "v1" in caption
+
+
+def test_explain_endpoint_names_a_bad_target(client, sandal_photo):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="unknown label 'unicorn'"):
+        client.predict(handle_file(str(sandal_photo)), "gradcam", "unicorn", api_name="/explain")

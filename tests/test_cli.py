@@ -62,3 +62,27 @@ def test_unknown_version_and_bad_flags(project_home):
     assert len(done.stderr.strip().splitlines()) == 1
     usage = run_cli(project_home, "predict", "x.jpg", "--top-k", "0")
     assert usage.returncode == 2 and "--top-k must be at least 1, got 0" in usage.stderr
+
+
+@pytest.mark.parametrize("method", ["gradcam", "ig"])
+def test_explain_writes_an_overlay_the_size_of_the_photo(project_home, sandal_photo, tmp_path, method):
+    from PIL import Image
+
+    out = tmp_path / f"{method}.png"
+    done = run_cli(project_home, "explain", str(sandal_photo), "--method", method, "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["method"] == method and summary["target"] == "sandal" and summary["version"] == "v1"
+    assert (summary["convergence_delta"] is not None) == (method == "ig")
+    with Image.open(out) as written:
+        assert written.size == Image.open(sandal_photo).size
+
+
+def test_explain_layers_and_bad_requests(project_home, sandal_photo, tmp_path):
+    out = tmp_path / "layers.png"
+    done = run_cli(project_home, "explain", str(sandal_photo), "--method", "layers", "--out", str(out))
+    assert done.returncode == 0 and out.is_file() and "layers" in done.stdout
+    unknown = run_cli(project_home, "explain", str(sandal_photo), "--target", "unicorn", "--out", str(out))
+    assert unknown.returncode == 1 and "unknown label 'unicorn'" in unknown.stderr and "Traceback" not in unknown.stderr
+    bad_out = run_cli(project_home, "explain", str(sandal_photo), "--out", str(tmp_path / "x.gif"))
+    assert bad_out.returncode == 2 and "--out must end in .png" in bad_out.stderr

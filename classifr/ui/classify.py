@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from classifr.errors import ClassifrError
 from classifr.images import ImageLimits, describe_limits
 from classifr.service import ClassifrService, PredictionResult
 from classifr.ui.components import ImageFileInput
@@ -56,6 +57,52 @@ def make_predict(service: ClassifrService):
     return predict
 
 
+EXPLAIN_METHODS = [
+    ("Grad-CAM (fast)", "gradcam"),
+    ("Integrated Gradients (about 2 s)", "ig"),
+    ("Occlusion (about 2 s)", "occlusion"),
+]
+DISPLAY_SIDE = 1024  # explanations are rendered at most this large for the page
+
+
+def targets_of(payload: dict | None):
+    """After a prediction: offer its labels as explanation targets, the top one selected."""
+    labels = [p["label"] for p in (payload or {}).get("predictions", [])]
+    return gr.update(choices=labels, value=labels[0] if labels else None)
+
+
+def make_explain(service: ClassifrService):
+    def explain(path: str | None, method: str, target: str | None):
+        if not path:
+            return None, ""
+        try:
+            result = service.explain(path, method=method, target=target or None, max_side=DISPLAY_SIDE, name=Path(path).name)
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        e = result.explanation
+        delta = f", convergence delta {e.convergence_delta:+.3f}" if e.convergence_delta is not None else ""
+        caption = (
+            f"{dict((v, k) for k, v in EXPLAIN_METHODS)[method]} for **{e.target}** ({e.score:.1%}) · "
+            f"{e.settings}{delta} · {e.seconds:.2f} s · model `{result.version}`. Bright = evidence for the label; "
+            "the dimmed border lies outside what the model sees."
+        )
+        return result.picture, caption
+
+    return explain
+
+
+def make_explain_layers(service: ClassifrService):
+    def explain_layers(path: str | None):
+        if not path:
+            return None
+        try:
+            return service.explain_layers(path, name=Path(path).name).picture
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+
+    return explain_layers
+
+
 def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
     limits: ImageLimits = service.limits
     with gr.Row():
@@ -77,7 +124,20 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
             label = gr.Label(num_top_classes=service.settings.top_k, label="Top labels", elem_id="classify-label")
             with gr.Accordion("Raw result (JSON)", open=False):
                 payload = gr.JSON(label="Result", elem_id="classify-json")
-    gr.on(
+    with gr.Accordion("Why? What the model looked at", open=True):
+        with gr.Row():
+            method = gr.Dropdown(EXPLAIN_METHODS, value="gradcam", label="Method", elem_id="explain-method")
+            target = gr.Dropdown([], label="Label to explain", allow_custom_value=True, elem_id="explain-target")
+            explain_button = gr.Button("Explain", elem_id="explain-button")
+        explanation = gr.Image(label="Explanation", type="pil", interactive=False, elem_id="explain-image")
+        caption = gr.Markdown(elem_id="explain-caption")
+    with gr.Accordion("How each stage of the network sees this image", open=False):
+        layers_button = gr.Button("Show the stages")
+        layers = gr.Image(label="Mean activation per stage, shallow to deep", type="pil", interactive=False)
+    explain = make_explain(service)
+    # Explanations are their own queued events: they never hold up the predict queue.
+    explain_queue = dict(concurrency_limit=1, concurrency_id="explain")
+    predicted = gr.on(
         triggers=[image.change, classify.click],
         fn=make_predict(service),
         inputs=image,
@@ -88,4 +148,11 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
         # One batch at a time: the forward pass already uses every core; more would oversubscribe.
         concurrency_limit=1,
         concurrency_id="model",
+    )
+    predicted.then(targets_of, inputs=payload, outputs=target, api_visibility="undocumented").then(
+        explain, inputs=[image, method, target], outputs=[explanation, caption], api_visibility="undocumented", **explain_queue
+    )
+    explain_button.click(explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain", **explain_queue)
+    layers_button.click(
+        make_explain_layers(service), inputs=image, outputs=layers, api_name="explain_layers", **explain_queue
     )
