@@ -18,6 +18,7 @@ class ImageFileInput(gr.Image):
     with it. Classifr decodes images itself (`classifr.images`: limits, JPEG draft mode, every
     mode), so this input passes the path through untouched. Create it with `type="filepath"` and
     `image_mode=None` (Gradio records constructor arguments by signature, so no __init__ here).
+    Gradio writes a `components.pyi` typing stub beside this file on import; it is git-ignored.
     """
 
     def get_block_name(self) -> str:
