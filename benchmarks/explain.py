@@ -60,10 +60,10 @@ def main() -> None:
         service.explain(big, method=method)  # warm-up
         totals, attributions, writes = [], [], []
         for _ in range(args.repeats):
-            seconds, result = timed(lambda: service.explain(big, method=method))
+            seconds, result = timed(lambda m=method: service.explain(big, method=m))
             totals.append(seconds)
             attributions.append(result.explanation.seconds)
-            writes.append(timed(lambda: result.picture.save(io.BytesIO(), format="PNG", compress_level=1))[0])
+            writes.append(timed(lambda r=result: r.picture.save(io.BytesIO(), format="PNG", compress_level=1))[0])
         print(
             f"{method:<12} {median_ms(totals):>9.0f} {median_ms(attributions):>15.0f} {median_ms(writes):>13.0f}"
             f"  {result.explanation.settings}, overlay {result.picture.size[0]}x{result.picture.size[1]}"

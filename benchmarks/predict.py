@@ -117,8 +117,8 @@ def main() -> None:
                 model(pixel_values=pixels)
 
         cases = {
-            "forward, plain (baseline)": lambda: forward(plain_model, plain_pixels),
-            "forward, channels-last (served)": lambda: forward(classifier.model, served_pixels),
+            "forward, plain (baseline)": lambda p=plain_pixels: forward(plain_model, p),
+            "forward, channels-last (served)": lambda p=served_pixels: forward(classifier.model, p),
             "Classifr end to end": lambda photo=photo: service.predict(photo),
             "transformers.pipeline": lambda photo=photo: baseline(str(photo), top_k=5),
         }
