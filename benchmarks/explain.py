@@ -17,10 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PHOTO = next((REPO_ROOT.parent / "shared" / "datasets" / "clothing-small" / "test" / "shoes").glob("07d88b75-*.jpg"))
+from photos import make_12mp_jpeg  # a script's own folder is on sys.path
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,8 +40,7 @@ def main() -> None:
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-bench-explain-"))
     service = ClassifrService.create(Settings.from_env({"CLASSIFR_HOME": str(work / "home")}))
-    big = work / "photo-12mp.jpg"
-    Image.open(PHOTO).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=92)
+    big = make_12mp_jpeg(work)
 
     def timed(run) -> tuple[float, object]:
         started = time.perf_counter()

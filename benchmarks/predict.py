@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PHOTO = next((REPO_ROOT.parent / "shared" / "datasets" / "clothing-small" / "test" / "shoes").glob("07d88b75-*.jpg"))
+from photos import PHOTO, REPO_ROOT, make_12mp_jpeg  # a script's own folder is on sys.path
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,12 +37,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-startup", action="store_true", help="do not time python app.py")
     return parser.parse_args()
-
-
-def make_12mp_jpeg(folder: Path) -> Path:
-    path = folder / "photo-12mp.jpg"
-    Image.open(PHOTO).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(path, quality=92)
-    return path
 
 
 def time_interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

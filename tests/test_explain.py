@@ -173,3 +173,14 @@ def test_service_draws_on_the_full_size_photo_even_after_a_draft_decode(project_
     shown = service.explain(big, method="gradcam", view="side-by-side", max_side=800)
     assert max(shown.picture.size) == 800 and shown.picture.width > shown.picture.height
     assert service.explain_layers(big).stages[-1].name == "blocks.6"
+
+
+def test_cli_offers_exactly_the_library_choices():
+    """The CLI spells the choices out (importing torch would slow `classifr --help`); keep them in step."""
+    from classifr.cli import build_parser
+    from classifr.explain import BASELINES
+    from classifr.overlay import VIEWS
+
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]
+    choices = {action.dest: tuple(action.choices) for action in explain._actions if action.choices}
+    assert choices == {"method": (*METHODS, "layers"), "view": VIEWS, "baseline": BASELINES}

@@ -62,6 +62,7 @@ EXPLAIN_METHODS = [
     ("Integrated Gradients (about 2 s)", "ig"),
     ("Occlusion (about 2 s)", "occlusion"),
 ]
+METHOD_NAMES = {value: name for name, value in EXPLAIN_METHODS}
 DISPLAY_SIDE = 1024  # explanations are rendered at most this large for the page
 
 
@@ -82,7 +83,7 @@ def make_explain(service: ClassifrService):
         e = result.explanation
         delta = f", convergence delta {e.convergence_delta:+.3f}" if e.convergence_delta is not None else ""
         caption = (
-            f"{dict((v, k) for k, v in EXPLAIN_METHODS)[method]} for **{e.target}** ({e.score:.1%}) · "
+            f"{METHOD_NAMES[method]} for **{e.target}** ({e.score:.1%}) · "
             f"{e.settings}{delta} · {e.seconds:.2f} s · model `{result.version}`. Bright = evidence for the label; "
             "the dimmed border lies outside what the model sees."
         )
