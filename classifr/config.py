@@ -59,6 +59,14 @@ def _folder(env: Mapping[str, str], name: str) -> Path | None:
     return path
 
 
+def _license(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    # A Hub licence identifier ("cc-by-4.0", "cc0-1.0", "other"): it lands in YAML and in the UI.
+    if not all(ch.isalnum() or ch in "-." for ch in raw) or len(raw) > 64:
+        raise ConfigError(f"{name} must be a licence identifier like 'cc-by-4.0', got {raw!r}")
+    return raw.lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -74,6 +82,9 @@ class Settings:
     max_batch_size: int = 8
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     examples_dir: Path | None = None  # CLASSIFR_EXAMPLES_DIR: example images shown in the app
+    dataset_repo: str | None = None  # CLASSIFR_DATASET_REPO: a Hub dataset repo the project dataset syncs to
+    dataset_sync_minutes: int = 10  # at most 6 commits an hour, well under the Hub's 128
+    dataset_license: str = "cc-by-4.0"  # the licence contributions are shared under (shown in the app and card)
 
     @property
     def registry_dir(self) -> Path:
@@ -82,6 +93,10 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.home / "dataset"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,4 +119,7 @@ class Settings:
             max_batch_size=_int(env, "CLASSIFR_MAX_BATCH", 8, minimum=1, maximum=256),
             num_threads=_int(env, "CLASSIFR_NUM_THREADS", os.cpu_count() or 1, minimum=1, maximum=256),
             examples_dir=_folder(env, "CLASSIFR_EXAMPLES_DIR"),
+            dataset_repo=_repo_id(env, "CLASSIFR_DATASET_REPO"),
+            dataset_sync_minutes=_int(env, "CLASSIFR_DATASET_SYNC_MINUTES", 10, minimum=1, maximum=24 * 60),
+            dataset_license=_license(env, "CLASSIFR_DATASET_LICENSE", "cc-by-4.0"),
         )

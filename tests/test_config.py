@@ -15,6 +15,8 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.home == tmp_path / "classifr-home"
     assert settings.server_port == 7860 and settings.top_k == 5 and settings.model is None
     assert settings.registry_dir == settings.home / "registry"
+    assert settings.dataset_dir == settings.home / "dataset" and settings.dataset_repo is None
+    assert settings.dataset_sync_minutes == 10 and settings.dataset_license == "cc-by-4.0"
 
 
 def test_values_from_env(tmp_path):
@@ -30,7 +32,10 @@ def test_values_from_env(tmp_path):
     [({"GRADIO_SERVER_PORT": "http"}, "GRADIO_SERVER_PORT must be an integer, got 'http'"),
      ({"GRADIO_SERVER_PORT": "70000"}, "between 1 and 65535, got 70000"),
      ({"CLASSIFR_TOP_K": "0"}, "CLASSIFR_TOP_K must be between 1 and 100, got 0"),
-     ({"CLASSIFR_EXAMPLES_DIR": "/no/such/folder"}, "CLASSIFR_EXAMPLES_DIR must be an existing folder")],
+     ({"CLASSIFR_EXAMPLES_DIR": "/no/such/folder"}, "CLASSIFR_EXAMPLES_DIR must be an existing folder"),
+     ({"CLASSIFR_DATASET_REPO": "just-a-name"}, "CLASSIFR_DATASET_REPO must be a Hub repo id like 'owner/name'"),
+     ({"CLASSIFR_DATASET_SYNC_MINUTES": "0"}, "CLASSIFR_DATASET_SYNC_MINUTES must be between 1 and 1440, got 0"),
+     ({"CLASSIFR_DATASET_LICENSE": "cc by\n4"}, "CLASSIFR_DATASET_LICENSE must be a licence identifier")],
 )
 def test_bad_values_are_named(env, message, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
