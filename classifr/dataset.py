@@ -308,6 +308,10 @@ class ProjectDataset:
             results.extend(chunk_results)
         return results
 
+    def write_lock(self) -> ContextManager[None]:
+        """Hold every lock a write holds (thread, file, write_guard), e.g. to write a sidecar file."""
+        return self._locked(write=True)
+
     # --- internals ---------------------------------------------------------------------------
 
     @contextmanager

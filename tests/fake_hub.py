@@ -1,11 +1,17 @@
-"""An in-memory Hugging Face Hub for tests: the few `HfApi` methods the registry calls.
+"""An in-memory Hugging Face Hub for tests: the few `HfApi` methods the registry and the dataset sync call.
 
 Signatures mirror huggingface_hub's `HfApi` (test_registry checks that they still do), and the
 return values are the library's own `CommitInfo`, `GitRefs`, `GitRefInfo` and `RepoUrl`, so shape
 drift shows up here rather than against the real Hub. Errors are the library's error classes with
 the status codes the Hub answers with (404 missing repo/file/revision, 409 existing tag or repo,
 412 stale `parent_commit`). Downloads are written under `cache_dir/models--owner--name/snapshots/<oid>/`
-like the real cache (plain files, no blob symlinks).
+like the real cache (plain files, no blob symlinks); dataset repos under `datasets--owner--name/`.
+
+Model repos live in `repos` and dataset repos in `dataset_repos` (both keyed by repo id), so the same
+id may name one of each, as on the Hub; pass `repo_type="dataset"` to the helpers for the latter.
+`run_as_future` runs jobs one at a time on one worker thread, like `HfApi`'s; `close()` ends it.
+`CommitOperationAdd.path_or_fileobj` may be bytes, a path or a file object (CommitScheduler passes a
+`PartialFileIO`); a file object is read from its start.
 
 Every call is recorded in `calls`; `before[method_name]`, if set, runs at the start of that method
 with its arguments, so a test can fail a call or make a "concurrent" writer act at that moment.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,6 +57,7 @@ METHODS = (
     "list_repo_files",
     "hf_hub_download",
     "snapshot_download",
+    "run_as_future",
 )
 
 
@@ -76,10 +84,12 @@ class Repo:
 
 class FakeHfApi:
     def __init__(self) -> None:
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.dataset_repos: dict[str, Repo] = {}
         self.calls: list[Call] = []
         self.before: dict[str, Callable[..., None]] = {}
         self._counter = itertools.count()
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- HfApi methods ----------------------------------------------------------------------
 
@@ -93,17 +103,17 @@ class FakeHfApi:
         exist_ok: bool = False,
     ) -> RepoUrl:
         self._record("create_repo", repo_id=repo_id, repo_type=repo_type, exist_ok=exist_ok)
-        _check_model(repo_type)
-        if repo_id in self.repos:
+        repos = self._repos_of(repo_type)
+        if repo_id in repos:
             if not exist_ok:
-                raise HfHubHTTPError(f"409 Client Error: You already created this model repo: {repo_id}",
+                raise HfHubHTTPError(f"409 Client Error: You already created this {_kind(repo_type)} repo: {repo_id}",
                                      response=_response(409, "POST", "/api/repos/create"))
         else:
             # Like the Hub: a new repo has one commit on main holding .gitattributes.
             repo = Repo()
-            self.repos[repo_id] = repo
+            repos[repo_id] = repo
             self._add_commit(repo, None, "initial commit", {".gitattributes": GITATTRIBUTES})
-        return RepoUrl(f"{ENDPOINT}/{repo_id}")
+        return RepoUrl(_web_url(repo_id, repo_type))
 
     def create_commit(
         self,
@@ -123,26 +133,26 @@ class FakeHfApi:
         operations = list(operations)
         self._record("create_commit", repo_id=repo_id, operations=operations, commit_message=commit_message,
                      repo_type=repo_type, revision=revision, parent_commit=parent_commit)
-        _check_model(repo_type)
         if create_pr or run_as_future:
             raise NotImplementedError("the fake Hub does not do pull requests or futures")
-        repo = self._repo(repo_id)
+        repo = self._repo(repo_id, repo_type)
         branch = revision or constants.DEFAULT_REVISION
+        commit_path = f"{_api_path(repo_id, repo_type)}/commit/{branch}"
         if branch not in repo.branches:
             raise RevisionNotFoundError(f"404 Client Error: Revision Not Found: {branch}",
-                                        response=_response(404, "POST", f"/api/models/{repo_id}/commit/{branch}"))
+                                        response=_response(404, "POST", commit_path))
         head = repo.branches[branch]
         if parent_commit is not None and not head.startswith(parent_commit):
             raise HfHubHTTPError(
                 "412 Client Error: Precondition Failed: A commit has happened since. Please refresh and try again.",
-                response=_response(412, "POST", f"/api/models/{repo_id}/commit/{branch}"),
+                response=_response(412, "POST", commit_path),
             )
         files = dict(repo.commits[head].files)
         for operation in operations:
-            _apply(operation, files, repo_id)
+            _apply(operation, files, commit_path)
         oid = self._add_commit(repo, head, commit_message, files, branch=branch)
         return CommitInfo(
-            commit_url=f"{ENDPOINT}/{repo_id}/commit/{oid}",
+            commit_url=f"{_web_url(repo_id, repo_type)}/commit/{oid}",
             commit_message=commit_message,
             commit_description=commit_description or "",
             oid=oid,
@@ -160,14 +170,13 @@ class FakeHfApi:
         exist_ok: bool = False,
     ) -> None:
         self._record("create_tag", repo_id=repo_id, tag=tag, revision=revision, repo_type=repo_type)
-        _check_model(repo_type)
-        repo = self._repo(repo_id)
-        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION)
+        repo = self._repo(repo_id, repo_type)
+        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION, repo_type)
         if tag in repo.tags:
             if exist_ok:
                 return
             raise HfHubHTTPError(f"409 Client Error: tag {tag} already exists",
-                                 response=_response(409, "POST", f"/api/models/{repo_id}/tag/{oid}"))
+                                 response=_response(409, "POST", f"{_api_path(repo_id, repo_type)}/tag/{oid}"))
         repo.tags[tag] = oid
 
     def list_repo_refs(
@@ -179,8 +188,7 @@ class FakeHfApi:
         token: str | bool | None = None,
     ) -> GitRefs:
         self._record("list_repo_refs", repo_id=repo_id, repo_type=repo_type)
-        _check_model(repo_type)
-        repo = self._repo(repo_id)
+        repo = self._repo(repo_id, repo_type)
         return GitRefs(
             branches=[GitRefInfo(name=n, ref=f"refs/heads/{n}", target_commit=o) for n, o in repo.branches.items()],
             converts=[],
@@ -197,8 +205,7 @@ class FakeHfApi:
         token: str | bool | None = None,
     ) -> list[str]:
         self._record("list_repo_files", repo_id=repo_id, revision=revision, repo_type=repo_type)
-        _check_model(repo_type)
-        return sorted(self.files_at(repo_id, revision or constants.DEFAULT_REVISION))
+        return sorted(self.files_at(repo_id, revision or constants.DEFAULT_REVISION, repo_type=repo_type))
 
     def hf_hub_download(
         self,
@@ -217,16 +224,15 @@ class FakeHfApi:
     ) -> str:
         self._record("hf_hub_download", repo_id=repo_id, filename=filename, repo_type=repo_type,
                      revision=revision, cache_dir=cache_dir)
-        _check_model(repo_type)
         if cache_dir is None or local_dir is not None:
             raise NotImplementedError("the fake Hub downloads into an explicit cache_dir only")
         name = f"{subfolder}/{filename}" if subfolder else filename
-        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION)
-        files = self.repos[repo_id].commits[oid].files
+        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION, repo_type)
+        files = self._repo(repo_id, repo_type).commits[oid].files
         if name not in files:
             raise RemoteEntryNotFoundError(f"404 Client Error: Entry Not Found: {name}",
                                            response=_response(404, "HEAD", f"/{repo_id}/resolve/{oid}/{name}"))
-        return str(_write_cached(_snapshot_dir(cache_dir, repo_id, oid), name, files[name]))
+        return str(_write_cached(_snapshot_dir(cache_dir, repo_id, oid, repo_type), name, files[name]))
 
     def snapshot_download(
         self,
@@ -246,24 +252,35 @@ class FakeHfApi:
     ) -> str:
         self._record("snapshot_download", repo_id=repo_id, repo_type=repo_type, revision=revision,
                      cache_dir=cache_dir, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
-        _check_model(repo_type)
         if cache_dir is None or local_dir is not None:
             raise NotImplementedError("the fake Hub downloads into an explicit cache_dir only")
-        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION)
-        files = self.repos[repo_id].commits[oid].files
-        folder = _snapshot_dir(cache_dir, repo_id, oid)
+        oid = self._resolve(repo_id, revision or constants.DEFAULT_REVISION, repo_type)
+        files = self._repo(repo_id, repo_type).commits[oid].files
+        folder = _snapshot_dir(cache_dir, repo_id, oid, repo_type)
         folder.mkdir(parents=True, exist_ok=True)
         for name in filter_repo_objects(sorted(files), allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
             _write_cached(folder, name, files[name])
         return str(folder)
 
+    def run_as_future(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        self._record("run_as_future", fn=getattr(fn, "__name__", repr(fn)))  # a name: keeps no object alive
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-hub")  # one at a time, in order
+        return self._pool.submit(fn, *args, **kwargs)
+
     # -- test helpers -----------------------------------------------------------------------
 
-    def files_at(self, repo_id: str, revision: str) -> dict[str, bytes]:
-        return dict(self.repos[repo_id].commits[self._resolve(repo_id, revision)].files)
+    def files_at(self, repo_id: str, revision: str, *, repo_type: str | None = None) -> dict[str, bytes]:
+        return dict(self.commit(repo_id, revision, repo_type=repo_type).files)
 
-    def commit(self, repo_id: str, revision: str) -> Commit:
-        return self.repos[repo_id].commits[self._resolve(repo_id, revision)]
+    def commit(self, repo_id: str, revision: str, *, repo_type: str | None = None) -> Commit:
+        return self._repo(repo_id, repo_type).commits[self._resolve(repo_id, revision, repo_type)]
+
+    def close(self) -> None:
+        """Wait for run_as_future jobs and end its worker thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [call.args for call in self.calls if call.method == method]
@@ -276,15 +293,19 @@ class FakeHfApi:
         if hook is not None:
             hook(**args)
 
-    def _repo(self, repo_id: str) -> Repo:
-        if repo_id not in self.repos:
-            raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found: {repo_id}",
-                                          response=_response(404, "GET", f"/api/models/{repo_id}"))
-        return self.repos[repo_id]
+    def _repos_of(self, repo_type: str | None) -> dict[str, Repo]:
+        return self.dataset_repos if _kind(repo_type) == "dataset" else self.repos
 
-    def _resolve(self, repo_id: str, revision: str) -> str:
+    def _repo(self, repo_id: str, repo_type: str | None = None) -> Repo:
+        repos = self._repos_of(repo_type)
+        if repo_id not in repos:
+            raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found: {repo_id}",
+                                          response=_response(404, "GET", _api_path(repo_id, repo_type)))
+        return repos[repo_id]
+
+    def _resolve(self, repo_id: str, revision: str, repo_type: str | None = None) -> str:
         """Branch, tag, full or abbreviated commit oid -> full commit oid."""
-        repo = self._repo(repo_id)
+        repo = self._repo(repo_id, repo_type)
         if revision in repo.branches:
             return repo.branches[revision]
         if revision in repo.tags:
@@ -293,7 +314,7 @@ class FakeHfApi:
         if len(matches) == 1:
             return matches[0]
         raise RevisionNotFoundError(f"404 Client Error: Revision Not Found: {revision}",
-                                    response=_response(404, "GET", f"/api/models/{repo_id}/revision/{revision}"))
+                                    response=_response(404, "GET", f"{_api_path(repo_id, repo_type)}/revision/{revision}"))
 
     def _add_commit(self, repo: Repo, parent: str | None, message: str, files: dict[str, bytes],
                     *, branch: str = constants.DEFAULT_REVISION) -> str:
@@ -306,7 +327,7 @@ class FakeHfApi:
         return oid
 
 
-def _apply(operation: Any, files: dict[str, bytes], repo_id: str) -> None:
+def _apply(operation: Any, files: dict[str, bytes], commit_path: str) -> None:
     if isinstance(operation, CommitOperationAdd):
         files[operation.path_in_repo] = _read(operation.path_or_fileobj)
     elif isinstance(operation, CommitOperationDelete):
@@ -316,7 +337,7 @@ def _apply(operation: Any, files: dict[str, bytes], repo_id: str) -> None:
             doomed = [operation.path_in_repo] if operation.path_in_repo in files else []
         if not doomed:
             raise RemoteEntryNotFoundError(f"404 Client Error: cannot delete {operation.path_in_repo}: not found",
-                                           response=_response(404, "POST", f"/api/models/{repo_id}/commit/main"))
+                                           response=_response(404, "POST", commit_path))
         for name in doomed:
             del files[name]
     else:
@@ -332,8 +353,8 @@ def _read(source: str | Path | bytes | BinaryIO) -> bytes:
     return source.read()
 
 
-def _snapshot_dir(cache_dir: str | Path, repo_id: str, oid: str) -> Path:
-    return Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / oid
+def _snapshot_dir(cache_dir: str | Path, repo_id: str, oid: str, repo_type: str | None = None) -> Path:
+    return Path(cache_dir) / f"{_kind(repo_type)}s--{repo_id.replace('/', '--')}" / "snapshots" / oid
 
 
 def _write_cached(folder: Path, name: str, data: bytes) -> Path:
@@ -344,9 +365,19 @@ def _write_cached(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _check_model(repo_type: str | None) -> None:
-    if repo_type not in (None, "model"):
-        raise NotImplementedError(f"the fake Hub only holds model repos, got repo_type={repo_type!r}")
+def _kind(repo_type: str | None) -> str:
+    if repo_type not in (None, "model", "dataset"):
+        raise NotImplementedError(f"the fake Hub only holds model and dataset repos, got repo_type={repo_type!r}")
+    return repo_type or "model"
+
+
+def _api_path(repo_id: str, repo_type: str | None) -> str:
+    return f"/api/{_kind(repo_type)}s/{repo_id}"
+
+
+def _web_url(repo_id: str, repo_type: str | None) -> str:
+    """The repo's page, which RepoUrl parses back into repo id and type."""
+    return f"{ENDPOINT}/{'datasets/' if _kind(repo_type) == 'dataset' else ''}{repo_id}"
 
 
 def _response(status: int, method: str, path: str) -> httpx2.Response:
