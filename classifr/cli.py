@@ -47,6 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--baseline", choices=["black", "blur", "mean"], default="black", help="Integrated Gradients baseline")
     explain.add_argument("--json", action="store_true", help="print JSON")
 
+    dataset = commands.add_parser("dataset", help="the project dataset: add, import, stats")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    add = dataset_commands.add_parser("add", help="add images of one category (created if new)")
+    add.add_argument("images", nargs="+", metavar="IMAGE")
+    add.add_argument("--label", required=True, metavar="NAME", help="the category of these images")
+    add.add_argument("--contributor", metavar="NAME", help="who gives them (default: anonymous)")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    imports = dataset_commands.add_parser("import", help="import an imagefolder, Parquet files or a Hub dataset")
+    imports.add_argument("source", metavar="SOURCE", help="a folder, Parquet file(s) or folder of them, or a Hub id owner/name")
+    imports.add_argument("--image-column", metavar="NAME", help="default: the Image feature, or a column named image")
+    imports.add_argument("--label-column", metavar="NAME", help="default: the ClassLabel feature, or a column named label")
+    imports.add_argument("--split", metavar="NAME", help="import only this split of the source (default: all)")
+    imports.add_argument("--limit", type=int, metavar="N", help="import at most N images")
+    imports.add_argument("--contributor", metavar="NAME", help="credited in every row (default: anonymous)")
+    imports.add_argument("--quiet", action="store_true", help="no progress bar")
+    imports.add_argument("--json", action="store_true", help="print JSON")
+    stats = dataset_commands.add_parser("stats", help="counts per label, source and split")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
     versions = commands.add_parser("versions", help="list model versions")
     versions.add_argument("--json", action="store_true", help="print JSON")
 
@@ -147,6 +166,100 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _open_dataset(settings: Settings):
+    """The project dataset, the serving model's labels, and the Hub sync when one is configured."""
+    from classifr.dataset import ProjectDataset
+    from classifr.dataset_sync import open_sync
+    from classifr.images import ImageLimits
+
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    dataset = ProjectDataset(settings.dataset_dir, limits=limits)
+    known = _serving_labels(settings)
+    return dataset, known, open_sync(settings, dataset, known=lambda: known)
+
+
+def _serving_labels(settings: Settings) -> list[str]:
+    """The serving model's labels, from its config.json: torch is imported only to build a first v1."""
+    from classifr.labels import checkpoint_labels
+    from classifr.registry import LocalRegistry
+
+    if settings.model:
+        if Path(settings.model).is_dir():
+            return list(checkpoint_labels(Path(settings.model)))
+        from transformers import AutoConfig  # a Hub id: only its config is fetched
+
+        return list(AutoConfig.from_pretrained(settings.model, revision=settings.model_revision).id2label.values())
+    registry = LocalRegistry(settings.registry_dir)
+    if settings.registry_repo or registry.is_empty():
+        registry = _registry(settings)  # opens the Hub registry, or builds v1 into an empty one
+    return list(checkpoint_labels(registry.local_path(registry.resolve("production"))))
+
+
+def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    dataset, known, sync = _open_dataset(settings)
+    try:
+        return DATASET_COMMANDS[args.dataset_command](args, settings, dataset, known)
+    finally:
+        if sync is not None:
+            sync.stop()  # pushes what this command added before the process ends
+
+
+def cmd_dataset_add(args: argparse.Namespace, settings: Settings, dataset, known) -> int:
+    from classifr.dataset import Example, validate_category
+
+    if dataset.resolve_label(args.label, known) is None:
+        validate_category(args.label)  # one clear error for a bad --label, not one per image
+    examples = [Example(Path(image), args.label, name=image) for image in args.images]
+    results = dataset.add_many(examples, source="upload", contributor=args.contributor, known=known)
+    for result in results:
+        if not result.ok:
+            print(f"classifr: error: {result.reason}", file=sys.stderr)
+    lines = [f"{r.name}: {r.status}" + (f" as {r.label!r} ({r.split})" if r.ok else "") for r in results]
+    _print([r.to_json() for r in results], args.json, "\n".join(lines))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_dataset_import(args: argparse.Namespace, settings: Settings, dataset, known) -> int:
+    from classifr.dataset_import import import_dataset
+
+    if args.limit is not None and args.limit < 1:
+        print(f"classifr: error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return EXIT_USAGE
+    report = import_dataset(
+        dataset,
+        args.source,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        split=args.split,
+        limit=args.limit,
+        contributor=args.contributor,
+        known=known,
+        cache_dir=settings.cache_dir / "datasets",
+        progress=not args.quiet,
+    )
+    text = (
+        f"imported {report.source}: {report.added} added, {report.duplicates} already there, "
+        f"{report.rejected} rejected, in {report.seconds:.1f} s"
+    )
+    _print(report.to_json(), args.json, text)
+    return EXIT_OK
+
+
+def cmd_dataset_stats(args: argparse.Namespace, settings: Settings, dataset, known) -> int:
+    stats = dataset.stats(known)
+    lines = [f"{stats['total']} rows, {stats['images']} images"]
+    lines += [f"  {c['name']}: {c['total']}" + ("  (pending)" if c["pending"] else "") for c in stats["categories"]]
+    lines.append("by source: " + ", ".join(f"{k} {v}" for k, v in stats["by_source"].items()))
+    lines.append("by split: " + ", ".join(f"{k} {v}" for k, v in stats["by_split"].items()))
+    if stats["conflicts"]:
+        lines.append(f"{len(stats['conflicts'])} images have more than one label (see --json)")
+    _print(stats, args.json, "\n".join(lines))
+    return EXIT_OK
+
+
+DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats": cmd_dataset_stats}
+
+
 def _registry(settings: Settings):
     from classifr.service import open_registry
 
@@ -183,6 +296,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "predict": cmd_predict,
     "explain": cmd_explain,
+    "dataset": cmd_dataset,
     "versions": cmd_versions,
     "promote": cmd_promote,
     "rollback": cmd_rollback,

@@ -6,10 +6,12 @@ existing ones, so a version's predictions stay comparable with its parent's.
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from classifr.errors import LabelError
 
@@ -92,3 +94,17 @@ class LabelSet:
             if name not in self and name.casefold() not in {n.casefold() for n in names}:
                 names.append(name)
         return LabelSet(tuple(names))
+
+
+def checkpoint_labels(folder: Path) -> LabelSet:
+    """The labels of a saved checkpoint, read from its config.json without loading the model."""
+    config_file = Path(folder) / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as err:
+        raise LabelError(f"cannot read the labels of {str(config_file)!r}: {err}") from None
+    if "id2label" in config:
+        return LabelSet.from_id2label(config["id2label"])
+    if "label_names" in config:  # TimmWrapperConfig saves its labels as a list
+        return LabelSet(tuple(config["label_names"]))
+    raise LabelError(f"{str(config_file)!r} names no labels (no id2label or label_names)")

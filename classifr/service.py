@@ -18,10 +18,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from classifr.bootstrap import ensure_default_version
 from PIL import Image
 
+from classifr.bootstrap import ensure_default_version
 from classifr.config import Settings
+from classifr.dataset import AddResult, Category, Example, Feedback, ProjectDataset
 from classifr.errors import ClassifrError, InvalidImageError
 from classifr.explain import IG_STEPS, Explainer, Explanation, StageMap
 from classifr.images import ImageLimits, LoadedImage, read_image
@@ -76,24 +77,45 @@ class ExplainResult:
 class ClassifrService:
     """Predictions and model versions for one Classifr project (one CLASSIFR_HOME)."""
 
-    def __init__(self, settings: Settings, *, registry: ModelRegistry | None, classifier: Classifier) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ModelRegistry | None,
+        classifier: Classifier,
+        dataset: ProjectDataset | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self.dataset = dataset or ProjectDataset(settings.dataset_dir, limits=self.limits)
+        self.sync: Any = None  # a classifr.dataset_sync.DatasetSync when CLASSIFR_DATASET_REPO is set
         self._lock = threading.Lock()
         self._classifier = classifier
         self._explainers: dict[str, Explainer] = {}
 
     @classmethod
     def create(cls, settings: Settings, *, hf_api: Any = None) -> ClassifrService:
-        """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL."""
+        """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL,
+        the project dataset, and its Hub sync when CLASSIFR_DATASET_REPO is set."""
         if settings.model:
             classifier = Classifier.load(settings.model, version=settings.model, revision=settings.model_revision)
-            return cls(settings, registry=None, classifier=classifier)
-        registry = open_registry(settings, hf_api=hf_api)
-        version = registry.resolve("production")
-        classifier = Classifier.load(registry.local_path(version), version=version)
-        return cls(settings, registry=registry, classifier=classifier)
+            service = cls(settings, registry=None, classifier=classifier)
+        else:
+            registry = open_registry(settings, hf_api=hf_api)
+            version = registry.resolve("production")
+            classifier = Classifier.load(registry.local_path(version), version=version)
+            service = cls(settings, registry=registry, classifier=classifier)
+        from classifr.dataset_sync import open_sync
+
+        service.sync = open_sync(settings, service.dataset, hf_api=hf_api, known=service.known_labels)
+        return service
+
+    def close(self) -> None:
+        """Push what the dataset sync has not pushed yet, and stop it."""
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
 
     @property
     def classifier(self) -> Classifier:
@@ -206,6 +228,62 @@ class ClassifrService:
             self._explainers = {classifier.version: explainer}
         return explainer
 
+    # --- teaching: the project dataset -----------------------------------------------------------
+
+    def known_labels(self) -> list[str]:
+        """The labels of the version now serving."""
+        return list(self.classifier.labels)
+
+    def label_choices(self) -> list[str]:
+        """What a contributor can pick: the project's own categories first, then the model's labels."""
+        known = self.known_labels()
+        own = [c.name for c in self.dataset.categories(known)]
+        seen = {name.casefold() for name in own}
+        return own + sorted((label for label in known if label.casefold() not in seen), key=str.casefold)
+
+    def create_category(self, name: str, *, contributor: str | None = None) -> Category:
+        return self.dataset.create_category(name, contributor=contributor, known=self.known_labels())
+
+    def record_feedback(
+        self,
+        source: Any,
+        label: str,
+        *,
+        prediction: dict[str, Any] | None = None,
+        contributor: str | None = None,
+        name: str | None = None,
+    ) -> AddResult:
+        """Store an image with the label a contributor gave after seeing the model's prediction.
+
+        It is a confirmation when the label is the model's top label, else a correction. Without
+        the prediction the contributor saw (`PredictionResult.to_json()`), the model predicts now.
+        """
+        if prediction is None:
+            prediction = self.predict(source, name=name).to_json()
+        feedback = feedback_from(prediction)
+        kind = "confirmation" if label.strip().casefold() == feedback.predicted_label.casefold() else "correction"
+        example = Example(source, label, name=name, feedback=feedback)
+        return self.dataset.add(example, source=kind, contributor=contributor, known=self.known_labels())
+
+    def add_examples(
+        self,
+        sources: Sequence[Any],
+        label: str,
+        *,
+        contributor: str | None = None,
+        names: Sequence[str | None] | None = None,
+        on_result: Any = None,
+    ) -> list[AddResult]:
+        """Add example images of one category (created if new); one result per image."""
+        names = list(names) if names is not None else [None] * len(sources)
+        examples = [Example(source, label, name=name) for source, name in zip(sources, names)]
+        return self.dataset.add_many(
+            examples, source="upload", contributor=contributor, known=self.known_labels(), on_result=on_result
+        )
+
+    def dataset_stats(self) -> dict[str, Any]:
+        return self.dataset.stats(self.known_labels())
+
     def list_versions(self) -> list[VersionInfo]:
         return self.registry.list_versions() if self.registry else []
 
@@ -255,6 +333,20 @@ def open_local_registry(root: Path) -> LocalRegistry:
     with FileLock(str(root / ".bootstrap.lock")):
         ensure_default_version(registry)
     return registry
+
+
+def feedback_from(prediction: dict[str, Any]) -> Feedback:
+    """The model's top prediction out of a `PredictionResult.to_json()` payload, checked."""
+    try:
+        top = prediction["predictions"][0]
+        return Feedback(predicted_label=top["label"], score=top["score"], model_version=prediction["version"])
+    except (KeyError, IndexError, TypeError) as err:
+        raise ClassifrError(f"the prediction to correct is missing or malformed ({_short(prediction)}): no {err}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _describe(source: Any) -> str:

@@ -72,6 +72,15 @@ def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+@pytest.fixture
+def fresh_home(tmp_path: Path, project_home: Path) -> Path:
+    """A CLASSIFR_HOME with an empty dataset whose registry is the shared bootstrapped one (read only)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "registry").symlink_to(project_home / "registry", target_is_directory=True)
+    return home
+
+
 def _save_tiny(folder: Path, model, processor) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -49,3 +49,18 @@ def test_gaps_in_ids_are_refused():
 def test_unknown_label_is_named():
     with pytest.raises(LabelError, match="unknown label 'zebra'"):
         LabelSet(("cat",)).id_of("zebra")
+
+
+def test_checkpoint_labels_match_the_loaded_model(default_model_dir, tiny_vit_dir, default_classifier):
+    """Read from config.json alone: timm's label_names list and a ViT's id2label."""
+    from classifr.labels import checkpoint_labels
+
+    assert checkpoint_labels(default_model_dir) == default_classifier.labels
+    assert list(checkpoint_labels(tiny_vit_dir)) == ["cat", "dog", "bird"]
+
+
+def test_checkpoint_labels_of_a_folder_without_config(tmp_path):
+    from classifr.labels import checkpoint_labels
+
+    with pytest.raises(LabelError, match="cannot read the labels"):
+        checkpoint_labels(tmp_path)

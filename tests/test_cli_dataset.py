@@ -1,0 +1,74 @@
+"""`classifr dataset ...` run as a user runs it, on a fresh project dataset and real photos."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(fresh_home):
+    return fresh_home
+
+
+def test_import_clothing_train_then_stats(home, clothing_dir):
+    """The 3,068 photos of clothing-small/train: every one imported, stats count them per label."""
+    done = run_cli(home, "dataset", "import", str(clothing_dir / "train"), "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    files = Counter(p.parent.name for p in (clothing_dir / "train").rglob("*.jpg"))
+    assert report["added"] == sum(files.values()) == 3068 and report["rejected"] == 0
+    stats = json.loads(run_cli(home, "dataset", "stats", "--json").stdout)
+    assert stats["total"] == 3068 and stats["by_label"] == dict(sorted(files.items()))
+    assert stats["by_source"] == {"import": 3068}
+    assert 0.11 < stats["by_split"]["test"] / 3068 < 0.19
+    pending = {c["name"]: c["pending"] for c in stats["categories"]}
+    assert pending["hat"] is True and pending["t-shirt"] is True  # ImageNet has neither label
+    assert len(pending) == 10
+
+
+def test_add_reports_each_file_and_fails_on_a_bad_one(home, clothing_dir, tmp_path):
+    """Two real photos and a text file named .jpg: two added, one error line, exit 1."""
+    photos = sorted((clothing_dir / "test" / "hat").glob("*.jpg"))[:2]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    done = run_cli(home, "dataset", "add", *map(str, photos), str(bad), "--label", "Beanie", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    results = json.loads(done.stdout)
+    assert [r["status"] for r in results] == ["added", "added", "rejected"]
+    assert done.stderr.strip().splitlines() == [f"classifr: error: {results[2]['reason']}"]
+    again = run_cli(home, "dataset", "add", str(photos[0]), "--label", "beanie", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["status"] == "duplicate"
+    stats = json.loads(run_cli(home, "dataset", "stats", "--json").stdout)
+    assert stats["by_label"] == {"Beanie": 2} and stats["categories"][0]["pending"] is True
+
+
+@pytest.mark.parametrize("label", ["../x", "a/b", "", "x" * 10_000, "bell\x07", "<img src=x onerror=alert(1)>"])
+def test_a_bad_label_is_one_error_line_and_writes_nothing(home, sandal_photo, label):
+    done = run_cli(home, "dataset", "add", str(sandal_photo), "--label", label)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "label" in done.stderr or "category" in done.stderr
+    assert not (home / "dataset" / "metadata.jsonl").exists()
+    assert not (home / "dataset" / "images").exists()
+
+
+def test_a_model_label_keeps_its_spelling_and_is_not_pending(home, sandal_photo):
+    done = run_cli(home, "dataset", "add", str(sandal_photo), "--label", "SANDAL", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["label"] == "sandal"
+    stats = json.loads(run_cli(home, "dataset", "stats", "--json").stdout)
+    assert stats["categories"] == [
+        {"name": "sandal", "pending": False, "total": 1, "by_source": {"upload": 1}, "by_split": stats["categories"][0]["by_split"]}
+    ]
+
+
+def test_import_of_a_missing_source_is_one_line(home, tmp_path):
+    done = run_cli(home, "dataset", "import", str(tmp_path / "nowhere"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "nowhere" in done.stderr
