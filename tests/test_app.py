@@ -72,3 +72,46 @@ def test_explain_endpoint_names_a_bad_target(client, sandal_photo):
 
     with pytest.raises(Exception, match="unknown label 'unicorn'"):
         client.predict(handle_file(str(sandal_photo)), "gradcam", "unicorn", api_name="/explain")
+
+
+def _metadata_rows(running_app) -> list[dict]:
+    import json
+
+    path = running_app["home"] / "dataset" / "metadata.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_correct_endpoint_stores_the_image_with_the_model_prediction(running_app, client, clothing_dir):
+    """A correction through the API, without the prediction: the server predicts and records it."""
+    from gradio_client import handle_file
+
+    photo = sorted((clothing_dir / "test" / "shorts").glob("*.jpg"))[0]
+    status, result = client.predict(handle_file(str(photo)), "shorts", "", None, api_name="/correct")
+    assert result["status"] == "added" and "stored" in status
+    row = next(r for r in _metadata_rows(running_app) if r["sha256"] == result["sha256"])
+    assert row["label"] == "shorts" and row["source"] == "correction" and row["model_version"] == "v1"
+    assert row["predicted_label"] != "shorts" and 0 < row["score"] <= 1
+    assert (running_app["home"] / "dataset" / row["file_name"]).read_bytes() == photo.read_bytes()
+
+
+def test_correct_endpoint_refuses_a_path_label_and_writes_nothing(running_app, client, sandal_photo):
+    from gradio_client import handle_file
+
+    before = _metadata_rows(running_app)
+    with pytest.raises(Exception, match="path separator"):
+        client.predict(handle_file(str(sandal_photo)), "../../etc/passwd", "", None, api_name="/correct")
+    assert _metadata_rows(running_app) == before
+
+
+def test_add_examples_endpoint_reports_each_file(running_app, client, clothing_dir, tmp_path):
+    from gradio_client import handle_file
+
+    photos = sorted((clothing_dir / "validation" / "skirt").glob("*.jpg"))[:3]
+    bad = tmp_path / "oops.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    files = [handle_file(str(p)) for p in [*photos, bad, photos[0]]]
+    table, status, categories, _ = client.predict(files, "New category…", "mini skirt", api_name="/add_examples")
+    assert [row[1] for row in table["data"]] == ["added", "added", "added", "rejected", "duplicate"]
+    assert "oops.jpg" in table["data"][3][2] and "3 added" in status
+    mini = next(row for row in categories["data"] if row[0] == "mini skirt")
+    assert mini[1] == "pending" and mini[2] == 3

@@ -13,6 +13,7 @@ from classifr.config import Settings
 from classifr.model import configure_runtime
 from classifr.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
+from classifr.ui.teach import build_teach_tab
 from classifr.ui.versions import build_versions_tab
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,13 @@ def example_images(settings: Settings) -> list[str]:
 def build_app(service: ClassifrService) -> gr.Blocks:
     with gr.Blocks(title="Classifr") as demo:
         gr.Markdown("# Classifr\nAn open image classifier you can watch and teach.")
+        if service.settings.hf_oauth:
+            # Contributions are credited to the signed-in Hugging Face user, else "anonymous".
+            gr.LoginButton()
         with gr.Tab("Classify"):
             build_classify_tab(service, example_images(service.settings))
+        with gr.Tab("Teach"):
+            build_teach_tab(service, demo)
         with gr.Tab("Versions"):
             build_versions_tab(service, demo)
     return demo
@@ -48,6 +54,15 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     demo = build_app(service)
     demo.queue(default_concurrency_limit=4)
     logger.info("Classifr ready in %.1f s, serving %s", time.perf_counter() - started, service.serving_version)
+    try:
+        _launch(demo, settings, block)
+    finally:
+        if block:
+            service.close()  # push the dataset's last changes to the Hub before exiting
+    return demo
+
+
+def _launch(demo: gr.Blocks, settings: Settings, block: bool) -> None:
     demo.launch(
         server_name=settings.server_name,
         server_port=settings.server_port,
@@ -56,4 +71,3 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
         prevent_thread_lock=not block,
         allowed_paths=[str(p) for p in [settings.examples_dir] if p],
     )
-    return demo

@@ -11,6 +11,7 @@ from classifr.errors import ClassifrError
 from classifr.images import ImageLimits, describe_limits
 from classifr.service import ClassifrService, PredictionResult
 from classifr.ui.components import ImageFileInput
+from classifr.ui.feedback import build_feedback_panel
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
             label = gr.Label(num_top_classes=service.settings.top_k, label="Top labels", elem_id="classify-label")
             with gr.Accordion("Raw result (JSON)", open=False):
                 payload = gr.JSON(label="Result", elem_id="classify-json")
+    feedback_slot = gr.Column()  # filled below, once the predict event exists
     with gr.Accordion("Why? What the model looked at", open=True):
         with gr.Row():
             method = gr.Dropdown(EXPLAIN_METHODS, value="gradcam", label="Method", elem_id="explain-method")
@@ -150,6 +152,8 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
         concurrency_limit=1,
         concurrency_id="model",
     )
+    with feedback_slot:
+        build_feedback_panel(service, image, payload, predicted)
     predicted.then(targets_of, inputs=payload, outputs=target, api_visibility="undocumented").then(
         explain, inputs=[image, method, target], outputs=[explanation, caption], api_visibility="undocumented", **explain_queue
     )

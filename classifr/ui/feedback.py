@@ -1,0 +1,158 @@
+"""'Is this right?': contributors confirm or correct a prediction, into the project dataset.
+
+`ProjectDatasetCallback` is Gradio's flagging boundary (setup / flag) over the project dataset:
+Gradio 5+ has no Hub dataset saver, and ours writes where everything else of the project lives
+(CLASSIFR_HOME/dataset, synced to the Hub by classifr.dataset_sync), so `flagging_dir` is unused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.components import Component
+from gradio.flagging import FlaggingCallback
+
+from classifr.dataset import NEW_CATEGORY, AddResult
+from classifr.errors import ClassifrError
+from classifr.service import ClassifrService, feedback_from
+from classifr.text import escape_markdown as inert
+
+logger = logging.getLogger(__name__)
+
+CONFIRM, CORRECT = "confirm", "correct"
+
+
+class ProjectDatasetCallback(FlaggingCallback):
+    """Flags (image path, prediction payload, label) into the project dataset.
+
+    `flag_option` is "confirm" (store the model's own top label) or "correct" (store `label`).
+    The prediction is the payload the contributor saw (`PredictionResult.to_json()`); without
+    one, the serving model predicts again.
+    """
+
+    def __init__(self, service: ClassifrService) -> None:
+        self.service = service
+        self.components: list[Component] = []
+
+    def setup(self, components: Sequence[Component], flagging_dir: str | None = None) -> None:
+        if len(components) != 3:
+            raise ValueError(f"expected the image, prediction and label components, got {len(components)}")
+        self.components = list(components)
+
+    def flag(self, flag_data: list[Any], flag_option: str | None = None, username: str | None = None) -> int:
+        self.record(flag_data, flag_option, username)
+        return self.service.dataset_stats()["total"]
+
+    def record(self, flag_data: Sequence[Any], flag_option: str | None, username: str | None) -> AddResult:
+        """Store one confirmation or correction; ClassifrError says why when nothing was stored."""
+        image, prediction, label = flag_data
+        if not image:
+            raise ClassifrError("there is no image to store: classify an image first")
+        if not prediction:  # an API caller may leave it out: the serving model predicts now
+            prediction = self.service.predict(image, name=Path(image).name).to_json()
+        if prediction.get("error"):
+            raise ClassifrError(f"this image cannot be stored: {prediction['error']}")
+        if flag_option == CONFIRM:
+            label = feedback_from(prediction).predicted_label
+        elif flag_option != CORRECT:
+            raise ClassifrError(f"flag option must be {CONFIRM!r} or {CORRECT!r}, got {flag_option!r}")
+        if not label or label == NEW_CATEGORY:
+            raise ClassifrError("choose the right label, or type the name of the new category")
+        result = self.service.record_feedback(
+            image, label, prediction=prediction, contributor=username, name=Path(image).name
+        )
+        if not result.ok:
+            raise ClassifrError(f"not stored: {result.reason}")
+        return result
+
+
+def describe(result: AddResult) -> str:
+    """One Markdown line for the contributor about what was stored."""
+    stored = "Already in the dataset" if result.status == "duplicate" else "Thank you, stored"
+    text = f"**{stored}:** labelled *{inert(result.label)}* ({result.split} split)."
+    if result.conflicts:
+        others = ", ".join(inert(label) for label in result.conflicts)
+        text += f" Note: this image was also labelled {others}; a maintainer will review the conflict."
+    return text
+
+
+def username_of(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str | None:
+    """The signed-in user: Gradio auth (`request.username`) or "Sign in with Hugging Face" on a Space."""
+    if profile is not None:
+        return profile.username
+    return getattr(request, "username", None) if request is not None else None
+
+
+def choices_after(service: ClassifrService, payload: dict | None):
+    """After a prediction: every label to choose from with the model's top label selected, and a
+    Confirm button that names it (a kiosk user only has to press it)."""
+    predictions = (payload or {}).get("predictions") or []
+    top = predictions[0]["label"] if predictions else None
+    confirm_text = f"Confirm: it is {top}" if top else "Confirm"
+    return gr.update(choices=[NEW_CATEGORY, *service.label_choices()], value=top), gr.update(value=confirm_text, interactive=bool(top))
+
+
+def storage_notice(service: ClassifrService, action: str = "Confirming or correcting stores this image") -> str:
+    """Said next to every button that stores images: where they go and under which licence."""
+    settings = service.settings
+    where = f" and published to the Hub dataset `{settings.dataset_repo}`" if settings.dataset_repo else ""
+    return f"{action} and your label in the project dataset{where}, shared under the {settings.dataset_license} licence."
+
+
+def build_feedback_panel(service: ClassifrService, image: Component, payload: Component, predicted: Any) -> None:
+    """The 'Is this right?' row under a prediction; `predicted` is the predict event to follow."""
+    callback = ProjectDatasetCallback(service)
+    with gr.Group(elem_id="feedback"):
+        gr.Markdown("### Is this right?")
+        with gr.Row():
+            label = gr.Dropdown(
+                [NEW_CATEGORY, *service.label_choices()],
+                value=None,
+                label="The right label (type to search)",
+                filterable=True,
+                # Labels are checked by the dataset (named errors); API callers may name any label.
+                allow_custom_value=True,
+                elem_id="feedback-label",
+            )
+            new_name = gr.Textbox(label="New category name", visible=False, max_length=64, elem_id="feedback-new")
+        with gr.Row():
+            confirm = gr.Button("Confirm", variant="primary", interactive=False, elem_id="feedback-confirm")
+            correct = gr.Button("Correct: store my label", elem_id="feedback-correct")
+        gr.Markdown(storage_notice(service), elem_id="feedback-notice")
+        outcome = gr.Markdown(elem_id="feedback-status")
+    callback.setup([image, payload, label])
+
+    def chosen(choice: str | None, typed: str | None) -> str | None:
+        return typed if choice == NEW_CATEGORY else choice
+
+    def correct_fn(
+        path: str | None, choice: str | None, typed: str | None, prediction: dict | None,
+        request: gr.Request, profile: gr.OAuthProfile | None,
+    ):
+        try:
+            result = callback.record([path, prediction, chosen(choice, typed)], CORRECT, username_of(request, profile))
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        return describe(result), result.to_json()
+
+    def confirm_fn(path: str | None, prediction: dict | None, request: gr.Request, profile: gr.OAuthProfile | None):
+        try:
+            result = callback.record([path, prediction, None], CONFIRM, username_of(request, profile))
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        return describe(result)
+
+    predicted.then(
+        lambda p: choices_after(service, p), inputs=payload, outputs=[label, confirm], api_visibility="undocumented"
+    ).then(lambda: "", outputs=outcome, api_visibility="undocumented")
+    label.change(lambda c: gr.update(visible=c == NEW_CATEGORY), inputs=label, outputs=new_name, api_visibility="undocumented")
+    hidden_result = gr.JSON(visible=False)
+    teach = dict(concurrency_limit=2, concurrency_id="teach")
+    correct.click(
+        correct_fn, inputs=[image, label, new_name, payload], outputs=[outcome, hidden_result], api_name="correct", **teach
+    )
+    confirm.click(confirm_fn, inputs=[image, payload], outputs=outcome, api_visibility="undocumented", **teach)
