@@ -82,3 +82,31 @@ def test_with_a_dataset_repo_every_correction_reaches_the_hub(fresh_home, sandal
     assert row["label"] == "flip-flop" and row["source"] == "correction"
     assert files[row["file_name"]] == sandal_photo.read_bytes() and result.sha256 in row["file_name"]
     assert "flip-flop" in files["README.md"].decode() and ".lock" not in files
+
+
+def test_the_teach_tab_reports_the_sync(fresh_home):
+    """The maintainer's line in the Teach tab: local only, or the repo and the last failure."""
+    from classifr.ui.teach import sync_status
+    from tests.fake_hub import FakeHfApi
+
+    local = ClassifrService.create(Settings.from_env({"CLASSIFR_HOME": str(fresh_home)}))
+    assert "kept locally" in sync_status(local)
+    hub = FakeHfApi()
+
+    def refuse(**_):
+        raise OSError("quota exceeded")
+
+    settings = Settings.from_env(
+        {"CLASSIFR_HOME": str(fresh_home), "CLASSIFR_DATASET_REPO": "team/data", "HF_TOKEN": "hf_x"}
+    )
+    service = ClassifrService.create(settings, hf_api=hub)
+    try:
+        hub.before["create_commit"] = refuse
+        service.dataset.create_category("beanie")
+        with pytest.raises(ClassifrError):
+            service.sync.push_now()
+        line = sync_status(service)
+        assert "team/data" in line and "Last push failed" in line and "quota exceeded" in line
+    finally:
+        service.close()
+        hub.close()

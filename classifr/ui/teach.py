@@ -87,6 +87,18 @@ def make_create_category(service: ClassifrService):
     return create_category
 
 
+def sync_status(service: ClassifrService) -> str:
+    """One line on the Hub dataset sync, for maintainers: where, when last pushed, the last error."""
+    if service.sync is None:
+        return "The project dataset is kept locally (set CLASSIFR_DATASET_REPO to push it to the Hub)."
+    status = service.sync.status()
+    text = f"Pushed to the Hub dataset `{status['repo_id']}` every {status['every_minutes']:g} minutes"
+    text += f"; last push {status['last_push_at']}." if status["last_push_at"] else "; nothing pushed yet."
+    if status["last_error"]:
+        text += f" **Last push failed** ({status['last_error_at']}): {inert(status['last_error'])}"
+    return text
+
+
 def build_teach_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     gr.Markdown(
         "Teach the model a category: choose one (or create a new one), drop example photos of it, "
@@ -122,4 +134,6 @@ def build_teach_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         make_create_category(service), inputs=new_name, outputs=[status, categories, category],
         api_name="create_category", **teach,
     )
+    sync = gr.Markdown(elem_id="teach-sync")
     demo.load(lambda: refresh_categories(service), outputs=[categories, category], api_visibility="undocumented")
+    demo.load(lambda: sync_status(service), outputs=sync, api_visibility="undocumented")
