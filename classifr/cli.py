@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats = dataset_commands.add_parser("stats", help="counts per label, source and split")
     stats.add_argument("--json", action="store_true", help="print JSON")
 
+    train = commands.add_parser(
+        "train", help="train a new model version (classifr train --help)", add_help=False,
+        description="Runs python -m training.train with the same arguments.",
+    )
+    train.add_argument("arguments", nargs=argparse.REMAINDER)
+
     versions = commands.add_parser("versions", help="list model versions")
     versions.add_argument("--json", action="store_true", help="print JSON")
 
@@ -79,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.arguments = extra + args.arguments  # every option belongs to training.train
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
@@ -260,6 +271,14 @@ def cmd_dataset_stats(args: argparse.Namespace, settings: Settings, dataset, kno
 DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats": cmd_dataset_stats}
 
 
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Training runs as its own process: `classifr` never imports `training` (DESIGN.md), the app
+    keeps serving while it runs, and `accelerate launch -m training.train` is the same script."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "training.train", *args.arguments])
+
+
 def _registry(settings: Settings):
     from classifr.service import open_registry
 
@@ -297,6 +316,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "explain": cmd_explain,
     "dataset": cmd_dataset,
+    "train": cmd_train,
     "versions": cmd_versions,
     "promote": cmd_promote,
     "rollback": cmd_rollback,

@@ -1,0 +1,141 @@
+"""Training: label plans, the head strategy's guarantees, and the real script end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from classifr.errors import ClassifrError
+from classifr.labels import LabelSet
+from tests.conftest import REPO_ROOT
+from training.head import train_extended_head, train_new_head
+from training.versions import plan_labels, with_head
+
+
+def test_plan_labels_keeps_parent_ids_and_appends_new_ones():
+    parent = LabelSet(("cat", "dog"))
+    labels, added = plan_labels(parent, ["Dog", "fox", "ant"], new_head=False)
+    assert labels.names == ("cat", "dog", "fox", "ant") and added == ["fox", "ant"]
+    fresh, added = plan_labels(parent, ["ant", "dog", "fox"], new_head=True)
+    assert fresh.names == ("ant", "dog", "fox") and added == ["ant", "fox"]
+    with pytest.raises(ClassifrError, match="at least 2 labels"):
+        plan_labels(parent, ["ant"], new_head=True)
+
+
+def _clusters(n_per: int, centers: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([c + 0.3 * rng.standard_normal((n_per, centers.shape[1])) for c in centers]).astype(np.float32)
+    return x, np.repeat(np.arange(len(centers)), n_per)
+
+
+def test_a_new_head_separates_separable_classes():
+    centers = np.eye(3, 8, dtype=np.float32) * 3
+    x, y = _clusters(40, centers)
+    head = train_new_head(x, y, 3)
+    accuracy = ((torch.from_numpy(x) @ head.weight.T + head.bias).argmax(-1).numpy() == y).mean()
+    assert accuracy > 0.97
+
+
+def test_extended_head_keeps_rows_without_data_and_anchors_stop_new_rows_stealing():
+    """Parent knows 4 classes; 2 new classes arrive with data, old ones have none (like ImageNet)."""
+    centers = np.eye(6, 12, dtype=np.float32) * 3
+    x, y = _clusters(30, centers)
+    parent = train_new_head(x[y < 4], y[y < 4], 4)
+    new_x, new_y = x[y >= 4], y[y >= 4]
+    anchors = x[y < 4]
+    with_anchors = train_extended_head(new_x, new_y, parent.weight, parent.bias, 2, anchors)
+    assert torch.equal(with_anchors.weight[:4], parent.weight) and torch.equal(with_anchors.bias[:4], parent.bias)
+    old_predictions = (torch.from_numpy(anchors) @ with_anchors.weight.T + with_anchors.bias).argmax(-1)
+    parent_predictions = (torch.from_numpy(anchors) @ parent.weight.T + parent.bias).argmax(-1)
+    churn = (old_predictions != parent_predictions).float().mean().item()
+    recall = ((torch.from_numpy(new_x) @ with_anchors.weight.T + with_anchors.bias).argmax(-1).numpy() == new_y).mean()
+    assert churn <= 0.02 and recall >= 0.95
+
+
+def test_bad_training_input_is_named():
+    with pytest.raises(ClassifrError, match="no training images"):
+        train_new_head(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 2)
+    with pytest.raises(ClassifrError, match=r"targets must lie in \[0, 2\)"):
+        train_new_head(np.zeros((3, 4), np.float32), np.array([0, 1, 2]), 2)
+
+
+@pytest.mark.parametrize("folder_fixture", ["default_model_dir", "tiny_vit_dir"])
+def test_a_new_head_saves_and_reloads_with_its_labels(folder_fixture, request, tmp_path):
+    """timm wrapper (labels saved as label_names) and a Transformers ViT (id2label) alike."""
+    from transformers import AutoImageProcessor
+
+    from classifr.model import Classifier
+    from training.embeddings import classifier_head
+
+    folder = request.getfixturevalue(folder_fixture)
+    parent = Classifier.load(folder, version="parent")
+    rows_before = classifier_head(parent.model).out_features
+    labels = LabelSet(("hat", "shoes", "pants"))
+    model = with_head(parent.model, labels, torch.randn(3, classifier_head(parent.model).in_features), torch.zeros(3))
+    model.save_pretrained(tmp_path / "new")
+    AutoImageProcessor.from_pretrained(folder).save_pretrained(tmp_path / "new")
+    assert Classifier.load(tmp_path / "new", version="v").labels == labels
+    assert classifier_head(parent.model).out_features == rows_before  # the parent is untouched
+
+
+# --- the real script, end to end --------------------------------------------------------------------
+
+
+def _train(home, *args):
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "CLASSIFR_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "classifr", "train", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def _add(home, paths, label):
+    env = {**os.environ, "CLASSIFR_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "classifr", "dataset", "add", *map(str, paths), "--label", label],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothing_dir, tmp_path):
+    """8 clothing classes on a new head (promoted), then hat and shoes added: v3 from v2, 10 labels."""
+    home = tmp_path / "home"
+    shutil.copytree(project_home / "registry", home / "registry")
+    classes = sorted(p.name for p in (clothing_dir / "train").iterdir())
+    old = [c for c in classes if c not in ("hat", "shoes")]
+    for label in old:
+        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:30], label)
+    first = _train(home, "--strategy", "head", "--new-head", "--promote", "always", "--json", "--quiet")
+    assert first.returncode == 0, first.stderr
+    v2 = json.loads(first.stdout)
+    assert v2["version"] == "v2" and v2["parent"] == "v1" and v2["promoted"] is True
+    assert sorted(v2["labels_added"]) == old and v2["metrics"]["accuracy"] > 0.6
+    for label in ("hat", "shoes"):
+        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:30], label)
+    second = _train(home, "--strategy", "head", "--json", "--quiet")
+    assert second.returncode == 0, second.stderr
+    v3 = json.loads(second.stdout)
+    assert v3["version"] == "v3" and v3["parent"] == "v2" and sorted(v3["labels_added"]) == ["hat", "shoes"]
+    assert {"accuracy", "macro_f1"} <= v3["metrics"].keys() and v3["metrics"]["accuracy"] > 0.6
+    folder = home / "registry" / "versions" / "v3"
+    assert (folder / "metrics.json").is_file() and (folder / "confusion_matrix.png").is_file()
+    card = (folder / "README.md").read_text()
+    assert "model-index" in card and "hat" in card and "v2" in card
+    from classifr.labels import checkpoint_labels
+
+    assert list(checkpoint_labels(folder)) == old + ["hat", "shoes"]  # v2's ids kept, new ones appended
+
+
+@pytest.mark.slow
+def test_train_errors_are_one_line(fresh_home):
+    done = _train(fresh_home, "--strategy", "head", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "no image in the train split" in done.stderr

@@ -1,0 +1,95 @@
+"""The images a training run learns from and is evaluated on.
+
+Rows come from the project dataset and from any `--dataset SOURCE` (imported once into its own
+cached imagefolder, so external data gets the same hashing, dedup and train/test split). The
+`test` split is held out: never trained on, only evaluated. Images that contributors gave more
+than one label (conflicts) are left out of both until a maintainer settles them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classifr.dataset import ProjectDataset
+from classifr.errors import ClassifrError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    sha256: str
+    path: Path
+    label: str
+    source: str  # import | upload | correction | confirmation
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+    conflicts_left_out: int = 0
+    sources: dict[str, dict] = field(default_factory=dict)  # name -> {"fingerprint", "images", "by_source"}
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels that have training images, sorted ignoring case (a stable order for new heads)."""
+        return sorted({s.label for s in self.train}, key=str.casefold)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            "train": dict(Counter(s.label for s in self.train)),
+            "test": dict(Counter(s.label for s in self.test)),
+        }
+
+
+def collect(datasets: Sequence[tuple[str, ProjectDataset]]) -> TrainingData:
+    """Train and test samples from named project-style datasets; one row per image (first label wins
+    across datasets, conflicting labels within a dataset leave the image out)."""
+    train: dict[str, Sample] = {}
+    test: dict[str, Sample] = {}
+    conflicts = 0
+    sources = {}
+    for name, dataset in datasets:
+        rows = dataset.rows()
+        conflicted = {c["sha256"] for c in dataset.conflicts()}
+        conflicts += len(conflicted)
+        for row in rows:
+            if row.sha256 in conflicted or row.sha256 in train or row.sha256 in test:
+                continue
+            sample = Sample(row.sha256, dataset.root / row.file_name, row.label, row.source)
+            (test if row.split == "test" else train)[row.sha256] = sample
+        sources[name] = {
+            "fingerprint": fingerprint(rows),
+            "images": len({r.sha256 for r in rows}),
+            "by_source": dict(Counter(r.source for r in rows)),
+        }
+    if not train:
+        raise ClassifrError("the training data has no image in the train split: add or import images first")
+    logger.info("training data: %d train, %d test images, %d conflicted left out", len(train), len(test), conflicts)
+    return TrainingData(tuple(train.values()), tuple(test.values()), conflicts, sources)
+
+
+def fingerprint(rows) -> str:
+    """Identifies exactly which (image, label) rows a version was trained on."""
+    digest = hashlib.sha256()
+    for key in sorted(f"{r.sha256}:{r.label}" for r in rows):
+        digest.update(key.encode())
+    return digest.hexdigest()[:16]
+
+
+def external_dataset(source: str, cache_dir: Path, *, known: Sequence[str] = ()) -> ProjectDataset:
+    """`--dataset SOURCE` imported once into `cache_dir/external/<hash>` and reused by later runs."""
+    from classifr.dataset_import import import_dataset
+
+    folder = cache_dir / "external" / hashlib.sha256(source.encode()).hexdigest()[:16]
+    dataset = ProjectDataset(folder)
+    if not dataset.rows():
+        report = import_dataset(dataset, source, known=known, cache_dir=cache_dir / "datasets", progress=True)
+        logger.info("imported %s for training: %d images", source, report.added)
+    return dataset

@@ -1,0 +1,151 @@
+"""Publish a trained model as a registry version: weights, processor, model card, metrics, confusion PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import EvalResult as HubEvalResult
+from huggingface_hub import ModelCard, ModelCardData
+
+from classifr.labels import LabelSet
+from classifr.registry import ModelRegistry, VersionInfo
+from classifr.text import escape_markdown
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+An image classifier trained by Classifr from version `{{ parent }}` with the **{{ strategy }}** strategy.
+It knows {{ num_labels }} labels; new in this version: {{ added }}.
+
+## Evaluation (held-out `test` split of the training data, {{ num_images }} images)
+
+| metric | this version | parent `{{ parent }}` |
+|---|---:|---:|
+| accuracy | {{ accuracy }} | {{ parent_accuracy }} |
+| macro F1 | {{ macro_f1 }} | |
+| accuracy on labels both know | {{ shared_new }} | {{ shared_parent }} |
+| churn (top-1 changed) | {{ churn }} | |
+| churn, old label to new label | {{ churn_old_to_new }} | |
+| churn, old label to old label | {{ churn_old_to_old }} | |
+
+{{ new_label_table }}
+
+Promotion gate: {{ gate }}
+
+Per-class precision, recall and F1 are in `metrics.json`; the confusion matrix in `confusion_matrix.png`.
+
+## Training
+
+- Parent version: `{{ parent }}`; strategy `{{ strategy }}`; hyperparameters: {{ hyperparameters }}
+- Training images per label: {{ train_counts }}
+
+## Training data
+
+| dataset | fingerprint | images | by source |
+|---|---|---:|---|
+{{ dataset_rows }}
+"""
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """Everything written into the new version's folder."""
+
+    model: torch.nn.Module
+    processor_source: Path  # the parent's folder: its image processor is the new version's too
+    labels: LabelSet
+    labels_added: list[str]
+    parent: str
+    strategy: str
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]  # EvalResult.to_json()
+    comparison: dict[str, Any]  # Comparison.to_json()
+    gate: dict[str, Any]
+    datasets: dict[str, dict]  # name -> fingerprint, images, by_source
+    train_counts: dict[str, int]
+    confusion_png: Path
+
+    def write(self, folder: Path) -> None:
+        from transformers import AutoImageProcessor
+
+        self.model.save_pretrained(folder)
+        AutoImageProcessor.from_pretrained(self.processor_source).save_pretrained(folder)
+        summary = {"metrics": self.metrics, "comparison": self.comparison, "gate": self.gate}
+        (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+        (folder / CONFUSION_FILE).write_bytes(self.confusion_png.read_bytes())
+        self.card().save(folder / "README.md")
+
+    def card(self) -> ModelCard:
+        data = ModelCardData(
+            model_name="classifr",
+            library_name="transformers",
+            pipeline_tag="image-classification",
+            tags=["classifr", f"strategy-{self.strategy}"],
+            eval_results=self._eval_results(),
+        )
+        c, m = self.comparison, self.metrics
+        return ModelCard.from_template(
+            data,
+            template_str=CARD_TEMPLATE,
+            model_name=f"Classifr model (from {self.parent})",
+            parent=self.parent,
+            strategy=self.strategy,
+            num_labels=len(self.labels),
+            added=", ".join(escape_markdown(x) for x in self.labels_added) or "none",
+            num_images=m["num_images"],
+            accuracy=_pct(m["accuracy"]),
+            parent_accuracy=_pct(c.get("parent_accuracy")),
+            macro_f1=_pct(m["macro_f1"]),
+            shared_new=_pct(c.get("shared_accuracy_new")),
+            shared_parent=_pct(c.get("shared_accuracy_parent")),
+            churn=_pct(c.get("churn")),
+            churn_old_to_new=_pct(c.get("churn_old_to_new")),
+            churn_old_to_old=_pct(c.get("churn_old_to_old")),
+            new_label_table=self._new_label_table(),
+            gate="passed" if self.gate["passed"] else "failed: " + "; ".join(map(escape_markdown, self.gate["reasons"])),
+            hyperparameters=", ".join(f"{k}={v}" for k, v in self.hyperparameters.items()),
+            train_counts=", ".join(f"{escape_markdown(k)} {v}" for k, v in sorted(self.train_counts.items())),
+            dataset_rows="\n".join(
+                f"| {escape_markdown(name)} | `{d['fingerprint']}` | {d['images']} | "
+                + ", ".join(f"{k} {v}" for k, v in d["by_source"].items())
+                + " |"
+                for name, d in self.datasets.items()
+            ),
+        )
+
+    def _eval_results(self) -> list[HubEvalResult]:
+        common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name="classifr project dataset (test split)", dataset_split="test")
+        return [
+            HubEvalResult(metric_type="accuracy", metric_value=self.metrics["accuracy"], **common),
+            HubEvalResult(metric_type="f1", metric_name="macro F1", metric_value=self.metrics["macro_f1"], **common),
+        ]
+
+    def _new_label_table(self) -> str:
+        recall = self.comparison.get("new_label_recall") or {}
+        if not recall:
+            return ""
+        support = self.comparison.get("new_label_support") or {}
+        rows = "\n".join(f"| {escape_markdown(k)} | {_pct(v)} | {support.get(k, 0)} |" for k, v in recall.items())
+        return "| new label | recall | eval images |\n|---|---:|---:|\n" + rows
+
+
+def publish(registry: ModelRegistry, files: VersionFiles, *, metadata: dict[str, Any]) -> VersionInfo:
+    """The next registry version from `files`, with the `candidate` alias pointing at it."""
+    return registry.publish(files.write, parent=files.parent, metadata=metadata, aliases=["candidate"])
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

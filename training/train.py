@@ -1,0 +1,341 @@
+"""Train a new model version from a parent version on the project dataset (and external datasets).
+
+    python -m training.train [--strategy head|full] [--new-head] [--dataset SOURCE]... [--promote auto|always|never] [--json]
+    classifr train ...                                   # the same, from the classifr command
+    accelerate launch -m training.train --strategy full  # full fine-tune on every GPU / node accelerate is configured for
+
+The run: load the parent (default: production) -> collect train/test images -> plan the labels
+(parent labels + new ones, or only the data's with --new-head) -> train (head on cached frozen
+features, or the whole network) -> evaluate on the held-out test split against the parent ->
+publish as `candidate` -> promote when asked (or, with auto, when the gate passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from classifr.config import Settings
+from classifr.dataset import ProjectDataset
+from classifr.errors import ClassifrError
+from classifr.images import ImageLimits
+from classifr.labels import LabelSet
+from classifr.model import Classifier, configure_runtime
+from classifr.registry import ModelRegistry
+from training import head as head_training
+from training.data import TrainingData, collect, external_dataset
+from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
+from training.gate import GateResult, check_gate
+from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
+from training.publish import VersionFiles, publish
+from training.versions import plan_labels, with_head
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("head", "full")
+PROMOTE_CHOICES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    parent: str = "production"
+    strategy: str = "head"
+    new_head: bool = False
+    datasets: tuple[str, ...] = ()
+    promote: str = "auto"
+    l2: float = head_training.DEFAULT_L2
+    anchor_weight: float = head_training.DEFAULT_ANCHOR_WEIGHT
+    epochs: int = 10
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ClassifrError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.promote not in PROMOTE_CHOICES:
+            raise ClassifrError(f"promote must be one of {', '.join(PROMOTE_CHOICES)}, got {self.promote!r}")
+        if not self.l2 >= 0 or not self.anchor_weight >= 0:
+            raise ClassifrError(f"l2 and anchor weight must be >= 0, got {self.l2!r} and {self.anchor_weight!r}")
+
+
+@dataclass
+class TrainOutcome:
+    """What `classifr train --json` prints (the DESIGN.md shape plus details)."""
+
+    version: str
+    parent: str
+    labels_added: list[str]
+    metrics: dict[str, Any]
+    comparison: dict[str, Any]
+    gate: dict[str, Any]
+    promoted: bool
+    strategy: str
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    model: torch.nn.Module
+    predictions: list[str]
+    parent_predictions: list[str]
+    hyperparameters: dict[str, Any]
+    warnings: list[str]
+
+
+def run(
+    settings: Settings,
+    options: TrainOptions,
+    *,
+    registry: ModelRegistry | None = None,
+    on_progress: Callable[[str, float], None] | None = None,
+) -> TrainOutcome:
+    """One training run, published as a new version; see the module docstring."""
+    from classifr.service import open_registry
+
+    report = on_progress or (lambda _stage, _fraction: None)
+    timings: dict[str, float] = {}
+    clock = _Clock(timings)
+    registry = registry or open_registry(settings)
+    parent_version = registry.resolve(options.parent)
+    parent_dir = registry.local_path(parent_version)
+    with clock("load"):
+        parent = Classifier.load(parent_dir, version=parent_version)
+        datasets = [("project", ProjectDataset(settings.dataset_dir))]
+        datasets += [(source, external_dataset(source, settings.cache_dir, known=list(parent.labels))) for source in options.datasets]
+        data = collect(datasets)
+        labels, added = plan_labels(parent.labels, data.labels, new_head=options.new_head)
+    logger.info("training %s from %s: %d labels, new: %s", options.strategy, parent_version, len(labels), added)
+    report("training", 0.1)
+    with clock("train"):
+        trained = _train(parent, data, labels, added, options, settings, report)
+    references = [s.label for s in data.test]
+    if not references:
+        raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
+    with clock("evaluate"):
+        evaluate_cache = settings.cache_dir / "evaluate"  # evaluate's module cache stays in the project
+        metrics = classification_metrics(references, trained.predictions, labels=labels.names, cache_dir=evaluate_cache)
+        comparison = compare_with_parent(
+            references, trained.predictions, trained.parent_predictions,
+            parent_labels=parent.labels.names, cache_dir=evaluate_cache,
+        )
+        gate = check_gate(comparison, added)
+    report("publishing", 0.9)
+    with clock("publish"), tempfile.TemporaryDirectory() as tmp:
+        png = save_confusion_png(metrics, Path(tmp) / "confusion.png", title=f"{options.strategy} from {parent_version}")
+        files = VersionFiles(
+            model=trained.model, processor_source=parent_dir, labels=labels, labels_added=added, parent=parent_version,
+            strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
+            comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
+            gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
+        )
+        info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
+    promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
+    if promoted:
+        registry.promote(info.version)
+    report("done", 1.0)
+    return TrainOutcome(
+        version=info.version, parent=parent_version, labels_added=added, metrics=metrics.to_json(),
+        comparison=files.comparison, gate=gate.to_json(), promoted=promoted, strategy=options.strategy,
+        warnings=trained.warnings + gate.warnings, timings=timings,
+    )
+
+
+def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
+           settings: Settings, report: Callable[[str, float], None]) -> _Trained:
+    if options.strategy == "full":
+        return _train_full(parent, data, labels, added, options)
+    return _train_head(parent, data, labels, added, options, settings, report)
+
+
+def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
+                settings: Settings, report: Callable[[str, float], None]) -> _Trained:
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    cache = EmbeddingCache(settings.cache_dir / "embeddings", backbone_fingerprint(parent))
+    samples = list(data.train) + list(data.test)
+    features = embed_files(
+        parent, {s.sha256: s.path for s in samples}, cache, limits=limits, progress=options.progress,
+        on_batch=lambda done, total: report("embedding", 0.1 + 0.6 * done / max(total, 1)),
+    )
+    train_x, test_x = features[: len(data.train)], features[len(data.train) :]
+    train_y = np.array([labels.id_of(s.label) for s in data.train])
+    warnings: list[str] = []
+    parent_head = classifier_head(parent.model)
+    if options.new_head:
+        weights = head_training.train_new_head(train_x, train_y, len(labels), l2=options.l2)
+    else:
+        new = {name.casefold() for name in added}
+        anchors = train_x[[s.label.casefold() not in new for s in data.train]]
+        if added and len(anchors) < head_training.MIN_ANCHORS:
+            warnings.append(
+                f"only {len(anchors)} anchor images (not of a new label); with fewer than "
+                f"{head_training.MIN_ANCHORS} the new labels may take over other images: add or import more"
+            )
+        weights = head_training.train_extended_head(
+            train_x, train_y, parent_head.weight.detach(), parent_head.bias.detach(), len(added), anchors,
+            l2=options.l2, anchor_weight=options.anchor_weight,
+        )
+    model = with_head(parent.model, labels, weights.weight, weights.bias)
+    test = torch.from_numpy(test_x)
+    predictions = (test @ weights.weight.T + weights.bias).argmax(-1).tolist()
+    parent_predictions = parent_head(test).argmax(-1).tolist()
+    return _Trained(
+        model=model,
+        predictions=[labels.names[i] for i in predictions],
+        parent_predictions=[parent.labels.names[i] for i in parent_predictions],
+        hyperparameters={"l2": options.l2, "anchor_weight": options.anchor_weight, "new_head": options.new_head,
+                         "optimizer": "L-BFGS", "iterations": weights.iterations},
+        warnings=warnings,
+    )
+
+
+def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions) -> _Trained:
+    from training.full import FullConfig, train_full
+
+    head = classifier_head(parent.model)
+    # Start from the head strategy's layout: parent rows kept (or a fresh head), new rows at zero.
+    start = LabelSet(labels.names)
+    weight = torch.zeros(len(start), head.in_features)
+    bias = torch.zeros(len(start))
+    if not options.new_head:
+        weight[: len(parent.labels)] = head.weight.detach()
+        bias[: len(parent.labels)] = head.bias.detach()
+    model = with_head(parent.model, start, weight, bias)
+    config = FullConfig(epochs=options.epochs, seed=options.seed)
+    result = train_full(
+        model, parent.preprocess, [(s.path, labels.id_of(s.label)) for s in data.train],
+        [(s.path, labels.id_of(s.label)) for s in data.test], config=config, min_side=parent.min_side,
+        progress=options.progress,
+    )
+    trained = Classifier(result.model, parent.preprocess, version="candidate")
+    return _Trained(
+        model=result.model,
+        predictions=_top1(trained, data),
+        parent_predictions=_top1(parent, data),
+        hyperparameters={**asdict(config), "best_epoch": result.best_epoch},
+        warnings=[],
+    )
+
+
+def _top1(classifier: Classifier, data: TrainingData) -> list[str]:
+    from classifr.images import read_image
+
+    out: list[str] = []
+    paths = [s.path for s in data.test]
+    for start in range(0, len(paths), 32):
+        images = [read_image(p, min_side=classifier.min_side).image for p in paths[start : start + 32]]
+        out += [p[0].label for p in classifier.predict(images, top_k=1)]
+    return out
+
+
+def _accuracy(references: Sequence[str], predictions: Sequence[str]) -> float:
+    return sum(r == p for r, p in zip(references, predictions)) / len(references)
+
+
+def _metadata(options: TrainOptions, data: TrainingData, added: list[str], metrics, gate: GateResult) -> dict[str, Any]:
+    return {
+        "strategy": options.strategy,
+        "labels_added": added,
+        "accuracy": metrics.accuracy,
+        "macro_f1": metrics.macro_f1,
+        "gate_passed": gate.passed,
+        "datasets": data.sources,
+    }
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    def __call__(self, name: str):
+        clock = self
+
+        class _Timer:
+            def __enter__(self):
+                self.started = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.timings[name] = round(time.perf_counter() - self.started, 3)
+
+        return _Timer()
+
+
+def _progress_writer(path: Path | None) -> Callable[[str, float], None] | None:
+    if path is None:
+        return None
+
+    def write(stage: str, fraction: float) -> None:
+        with open(path, "a") as out:  # one short line per call: a reader never sees half of one
+            out.write(json.dumps({"stage": stage, "fraction": round(fraction, 4)}) + "\n")
+
+    return write
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="classifr train", description="Train a new model version.")
+    parser.add_argument("--parent", default="production", help="version or alias to start from (default production)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="head",
+                        help="head: frozen backbone, cached features (CPU, seconds); full: fine-tune everything (GPU)")
+    parser.add_argument("--new-head", action="store_true", help="only the labels in the data, on a fresh head")
+    parser.add_argument("--dataset", action="append", default=[], metavar="SOURCE",
+                        help="also train on this imagefolder, Parquet or Hub dataset (repeatable)")
+    parser.add_argument("--promote", choices=PROMOTE_CHOICES, default="auto",
+                        help="auto: only when the gate passes (default); always; never")
+    parser.add_argument("--l2", type=float, default=head_training.DEFAULT_L2, help="head strategy: L2 strength")
+    parser.add_argument("--anchor-weight", type=float, default=head_training.DEFAULT_ANCHOR_WEIGHT,
+                        help="head strategy: weight of keeping the parent's answers on anchor images")
+    parser.add_argument("--epochs", type=int, default=10, help="full strategy: epochs (early stopping may end sooner)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--progress-file", type=Path, metavar="FILE",
+                        help="append progress as JSON lines {stage, fraction} (the app's Train tab reads it)")
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        configure_runtime(settings.num_threads)
+        torch.manual_seed(args.seed)
+        options = TrainOptions(
+            parent=args.parent, strategy=args.strategy, new_head=args.new_head, datasets=tuple(args.dataset),
+            promote=args.promote, l2=args.l2, anchor_weight=args.anchor_weight, epochs=args.epochs, seed=args.seed,
+            progress=not args.quiet,
+        )
+        outcome = run(settings, options, on_progress=_progress_writer(args.progress_file))
+    except ClassifrError as err:
+        print(f"classifr: error: {err}", file=sys.stderr)
+        return 1
+    for warning in outcome.warnings:
+        print(f"classifr: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(outcome.to_json(), indent=2))
+    else:
+        state = "promoted to production" if outcome.promoted else "candidate (not promoted)"
+        print(
+            f"{outcome.version} from {outcome.parent}: accuracy {outcome.metrics['accuracy']:.1%}, "
+            f"macro F1 {outcome.metrics['macro_f1']:.1%}, new labels {outcome.labels_added or 'none'}; {state}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
