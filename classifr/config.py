@@ -85,6 +85,7 @@ class Settings:
     dataset_repo: str | None = None  # CLASSIFR_DATASET_REPO: a Hub dataset repo the project dataset syncs to
     dataset_sync_minutes: int = 10  # at most 6 commits an hour, well under the Hub's 128
     dataset_license: str = "cc-by-4.0"  # the licence contributions are shared under (shown in the app and card)
+    admin_password: str | None = field(default=None, repr=False)  # CLASSIFR_ADMIN_PASSWORD: maintainer actions
     hf_oauth: bool = False  # a Space with `hf_oauth: true` (it sets OAUTH_CLIENT_ID): offer "Sign in with HF"
 
     @property
@@ -123,5 +124,6 @@ class Settings:
             dataset_repo=_repo_id(env, "CLASSIFR_DATASET_REPO"),
             dataset_sync_minutes=_int(env, "CLASSIFR_DATASET_SYNC_MINUTES", 10, minimum=1, maximum=24 * 60),
             dataset_license=_license(env, "CLASSIFR_DATASET_LICENSE", "cc-by-4.0"),
+            admin_password=env.get("CLASSIFR_ADMIN_PASSWORD", "") or None,
             hf_oauth=bool(env.get("OAUTH_CLIENT_ID", "").strip()),
         )

@@ -299,6 +299,30 @@ class ClassifrService:
         self._switch_to(info.version)
         return info
 
+    def refresh(self) -> str:
+        """Serve what `production` points at now (another process may have promoted or rolled back)."""
+        if self.registry is not None:
+            self._switch_to(self.registry.resolve("production"))
+        return self.serving_version
+
+    def follow_production(self, interval_s: float) -> threading.Event:
+        """Check `production` every `interval_s` in a background thread; set the returned event to stop.
+
+        A training run or a `classifr promote` in another process then reaches the running app
+        without a restart; requests already running finish on the model they started with.
+        """
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.refresh()
+                except ClassifrError as err:
+                    logger.warning("could not check the production version: %s", err)
+
+        threading.Thread(target=loop, name="classifr-follow-production", daemon=True).start()
+        return stop
+
     def _switch_to(self, version: str) -> None:
         if version == self.serving_version:
             return

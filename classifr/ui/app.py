@@ -14,6 +14,7 @@ from classifr.model import configure_runtime
 from classifr.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
 from classifr.ui.teach import build_teach_tab
+from classifr.ui.train import build_train_tab
 from classifr.ui.versions import build_versions_tab
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def build_app(service: ClassifrService) -> gr.Blocks:
             build_classify_tab(service, example_images(service.settings))
         with gr.Tab("Teach"):
             build_teach_tab(service, demo)
+        if service.registry is not None:
+            with gr.Tab("Train"):
+                build_train_tab(service, demo)
         with gr.Tab("Versions"):
             build_versions_tab(service, demo)
     return demo
@@ -51,6 +55,8 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     started = time.perf_counter()
     configure_runtime(settings.num_threads)
     service = ClassifrService.create(settings)
+    # Local registry: a file read every 5 s; Hub registry: one small download a minute.
+    service.follow_production(60.0 if settings.registry_repo else 5.0)
     demo = build_app(service)
     demo.queue(default_concurrency_limit=4)
     logger.info("Classifr ready in %.1f s, serving %s", time.perf_counter() - started, service.serving_version)

@@ -155,7 +155,8 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
     with feedback_slot:
         build_feedback_panel(service, image, payload, predicted)
     predicted.then(targets_of, inputs=payload, outputs=target, api_visibility="undocumented").then(
-        explain, inputs=[image, method, target], outputs=[explanation, caption], api_visibility="undocumented", **explain_queue
+        explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain_after_predict",
+        api_visibility="undocumented", **explain_queue,
     )
     explain_button.click(explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain", **explain_queue)
     layers_button.click(

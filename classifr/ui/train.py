@@ -1,0 +1,146 @@
+"""The Train tab, for maintainers: train a candidate in the background, compare it, promote or roll back.
+
+Maintainer actions (APIs `train`, `cancel_training`, `promote`, `rollback`) need the password in
+CLASSIFR_ADMIN_PASSWORD; without it they are switched off. Everyone may watch the progress.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+import gradio as gr
+
+from classifr.errors import ClassifrError, VersionNotFoundError
+from classifr.jobs import JobState, TrainingJobs
+from classifr.service import ClassifrService
+from classifr.text import escape_markdown
+
+logger = logging.getLogger(__name__)
+
+METRIC_ROWS = [
+    ("accuracy", ("metrics", "accuracy")),
+    ("macro F1", ("metrics", "macro_f1")),
+    ("accuracy on labels the parent knows", ("comparison", "shared_accuracy_new")),
+    ("churn against its parent", ("comparison", "churn")),
+    ("eval images", ("metrics", "num_images")),
+]
+
+
+def require_maintainer(service: ClassifrService, password: str | None) -> None:
+    expected = service.settings.admin_password
+    if not expected:
+        raise gr.Error("Maintainer actions are off: start the app with CLASSIFR_ADMIN_PASSWORD set.")
+    if not hmac.compare_digest((password or "").encode(), expected.encode()):
+        raise gr.Error("Wrong maintainer password.")
+
+
+def describe_job(state: JobState) -> str:
+    if state.status == "idle":
+        return "No training run yet."
+    if state.status == "running":
+        return f"**Training…** {escape_markdown(state.stage)} ({state.fraction:.0%})"
+    if state.status == "succeeded" and state.outcome:
+        o = state.outcome
+        added = ", ".join(escape_markdown(x) for x in o["labels_added"]) or "none"
+        verdict = "promoted to production" if o["promoted"] else "kept as candidate"
+        gate = "" if o["gate"]["passed"] else " Gate: " + "; ".join(escape_markdown(r) for r in o["gate"]["reasons"])
+        return (f"**{o['version']}** trained from {o['parent']}: accuracy {o['metrics']['accuracy']:.1%}, "
+                f"new labels: {added}; {verdict}.{gate}")
+    if state.status == "cancelled":
+        return "Training was cancelled."
+    return f"**Training failed:** {escape_markdown(state.error or 'unknown error')}"
+
+
+def version_metrics(service: ClassifrService, ref: str) -> tuple[str, dict[str, Any]]:
+    """(version, metrics.json) of an alias; empty metrics for versions not trained here (v1)."""
+    try:
+        version = service.registry.resolve(ref)
+    except VersionNotFoundError:
+        return "—", {}
+    path = service.registry.local_path(version) / "metrics.json"
+    return version, json.loads(path.read_text()) if path.is_file() else {}
+
+
+def comparison_table(service: ClassifrService) -> dict:
+    if service.registry is None:
+        return {"headers": ["metric", "production", "candidate"], "data": []}
+    (prod, p), (cand, c) = version_metrics(service, "production"), version_metrics(service, "candidate")
+    rows = [[name, _value(p, path), _value(c, path)] for name, path in METRIC_ROWS]
+    return {"headers": ["metric", f"production ({prod})", f"candidate ({cand})"], "data": rows}
+
+
+def _value(metrics: dict, path: tuple[str, str]) -> str:
+    value = metrics.get(path[0], {}).get(path[1])
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" if isinstance(value, float) else str(value)
+
+
+def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
+    jobs = TrainingJobs(service.settings.home)
+    gr.Markdown(
+        "Train a new version from production on the project dataset with the **head** strategy (frozen "
+        "backbone, cached features: seconds to minutes on a CPU). It is published as `candidate`; "
+        "*auto* promotes it only when it keeps accuracy on known labels and recognises every new label. "
+        "Full fine-tuning runs on a GPU: `accelerate launch -m training.train --strategy full`."
+    )
+    password = gr.Textbox(label="Maintainer password", type="password", elem_id="train-password")
+    with gr.Row():
+        new_head = gr.Checkbox(label="Fresh head: only the labels in the dataset", value=False)
+        promote_mode = gr.Radio(["auto", "always", "never"], value="auto", label="Promote the result")
+    with gr.Row():
+        start = gr.Button("Train a new version", variant="primary", elem_id="train-start")
+        cancel = gr.Button("Cancel the run", elem_id="train-cancel")
+    status = gr.Markdown(elem_id="train-status")
+    table = gr.Dataframe(label="Production and candidate", interactive=False, elem_id="train-comparison")
+    with gr.Row():
+        target = gr.Textbox(label="Version to promote", value="candidate", elem_id="train-version")
+        promote = gr.Button("Promote", elem_id="train-promote")
+        rollback = gr.Button("Roll back production", elem_id="train-rollback")
+
+    def train(secret: str | None, fresh: bool, mode: str):
+        require_maintainer(service, secret)
+        arguments = ["--strategy", "head", "--promote", mode] + (["--new-head"] if fresh else [])
+        try:
+            return describe_job(jobs.start(arguments))
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+
+    def cancel_run(secret: str | None):
+        require_maintainer(service, secret)
+        try:
+            return describe_job(jobs.cancel())
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+
+    def change(action):
+        def run(secret: str | None, *args):
+            require_maintainer(service, secret)
+            try:
+                info = action(*args)
+            except ClassifrError as err:
+                raise gr.Error(str(err)) from err
+            return f"Production is now **{info.version}**; new requests use it.", comparison_table(service)
+
+        return run
+
+    def watch():
+        state = jobs.state()
+        if state.status == "succeeded":
+            service.refresh()  # an auto-promoted version serves at once
+        return describe_job(state), comparison_table(service)
+
+    maintainer = dict(concurrency_limit=1, concurrency_id="maintainer")
+    start.click(train, inputs=[password, new_head, promote_mode], outputs=status, api_name="train", **maintainer)
+    cancel.click(cancel_run, inputs=password, outputs=status, api_name="cancel_training", **maintainer)
+    promote.click(change(service.promote), inputs=[password, target], outputs=[status, table], api_name="promote", **maintainer)
+    rollback.click(change(service.rollback), inputs=password, outputs=[status, table], api_name="rollback", **maintainer)
+    refresh = gr.Button("Refresh", size="sm", elem_id="train-refresh")
+    # Everyone may watch: the Refresh button is the public `training_status` API (a Timer's tick
+    # event does not answer gradio_client calls), and the timer refreshes the page every 2 s.
+    refresh.click(watch, outputs=[status, table], api_name="training_status")
+    gr.Timer(2.0).tick(watch, outputs=[status, table], api_visibility="undocumented", show_progress="hidden")
+    demo.load(watch, outputs=[status, table], api_visibility="undocumented")

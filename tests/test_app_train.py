@@ -1,0 +1,99 @@
+"""Maintainers train, promote and roll back through the app's API; everyone else is refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT, _free_port
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def maintainer_app(tmp_path_factory, project_home, clothing_dir):
+    """`python app.py` with CLASSIFR_ADMIN_PASSWORD on a project holding 4 clothing labels."""
+    import urllib.request
+
+    from classifr.dataset import Example, ProjectDataset
+
+    home = tmp_path_factory.mktemp("maintainer-home")
+    shutil.copytree(project_home / "registry", home / "registry")
+    dataset = ProjectDataset(home / "dataset")
+    for label in ("hat", "shoes", "pants", "dress"):
+        photos = sorted((clothing_dir / "train" / label).glob("*.jpg"))[:25]
+        dataset.add_many([Example(p, label) for p in photos], source="import")
+    port = _free_port()
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port),
+           "CLASSIFR_NUM_THREADS": "2", "CLASSIFR_ADMIN_PASSWORD": PASSWORD}
+    log = home / "app.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        yield {"url": url, "home": home}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def client(maintainer_app):
+    from gradio_client import Client
+
+    return Client(maintainer_app["url"], verbose=False)
+
+
+@pytest.mark.parametrize("api, args", [("/train", (False, "always")), ("/promote", ("v1",)), ("/rollback", ())])
+def test_maintainer_actions_refuse_a_wrong_password(client, api, args):
+    with pytest.raises(Exception, match="Wrong maintainer password"):
+        client.predict("guess", *args, api_name=api)
+
+
+def test_train_in_the_background_then_serve_it_then_roll_back(client, maintainer_app, sandal_photo):
+    from gradio_client import handle_file
+
+    status = client.predict(PASSWORD, True, "always", api_name="/train")
+    assert "Training" in status
+    with pytest.raises(Exception, match="already going on"):
+        client.predict(PASSWORD, True, "always", api_name="/train")  # one run at a time
+    deadline = time.monotonic() + 600
+    while "Training…" in status and time.monotonic() < deadline:
+        time.sleep(2)
+        status, table = client.predict(api_name="/training_status")
+    assert "**v2** trained from v1" in status and "promoted" in status, status
+    assert table["headers"][1] == "production (v2)"
+    _, result, _ = client.predict(handle_file(str(sandal_photo)), api_name="/predict")
+    assert result["version"] == "v2" and result["predictions"][0]["label"] in {"hat", "shoes", "pants", "dress"}
+    message, _ = client.predict(PASSWORD, api_name="/rollback")
+    assert "Production is now **v1**" in message
+    _, result, _ = client.predict(handle_file(str(sandal_photo)), api_name="/predict")
+    assert result["version"] == "v1" and result["predictions"][0]["label"] == "sandal"
+
+
+def test_a_run_can_be_cancelled_and_nothing_is_published(client, maintainer_app):
+    before = sorted(p.name for p in (maintainer_app["home"] / "registry" / "versions").iterdir())
+    client.predict(PASSWORD, False, "never", api_name="/train")
+    assert "cancelled" in client.predict(PASSWORD, api_name="/cancel_training")
+    status, _ = client.predict(api_name="/training_status")
+    assert "cancelled" in status
+    time.sleep(1)
+    assert sorted(p.name for p in (maintainer_app["home"] / "registry" / "versions").iterdir()) == before
+    with pytest.raises(Exception, match="no training run"):
+        client.predict(PASSWORD, api_name="/cancel_training")
