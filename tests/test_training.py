@@ -132,6 +132,12 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     from classifr.labels import checkpoint_labels
 
     assert list(checkpoint_labels(folder)) == old + ["hat", "shoes"]  # v2's ids kept, new ones appended
+    from training.tracking import list_runs
+
+    runs = list_runs(home / "tracking")  # both runs are in the experiment tracker, comparable
+    assert [r["name"] for r in runs] == ["head-from-v1", "head-from-v2"]
+    assert runs[1]["metrics"]["metrics/accuracy"] == pytest.approx(v3["metrics"]["accuracy"])
+    assert runs[1]["config"]["new_head"] is False and runs[0]["config"]["new_head"] is True
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier
 from training.gate import GateResult, check_gate
 from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
 from training.publish import VersionFiles, publish
+from training.tracking import RunTracker, tracking_folder
 from training.versions import plan_labels, with_head
 
 logger = logging.getLogger(__name__)
@@ -121,38 +122,43 @@ def run(
         labels, added = plan_labels(parent.labels, data.labels, new_head=options.new_head)
     logger.info("training %s from %s: %d labels, new: %s", options.strategy, parent_version, len(labels), added)
     report("training", 0.1)
-    with clock("train"):
-        trained = _train(parent, data, labels, added, options, settings, report)
-    references = [s.label for s in data.test]
-    if not references:
-        raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
-    with clock("evaluate"):
-        evaluate_cache = settings.cache_dir / "evaluate"  # evaluate's module cache stays in the project
-        metrics = classification_metrics(references, trained.predictions, labels=labels.names, cache_dir=evaluate_cache)
-        comparison = compare_with_parent(
-            references, trained.predictions, trained.parent_predictions,
-            parent_labels=parent.labels.names, cache_dir=evaluate_cache,
+    run_name = f"{options.strategy}-from-{parent_version}"
+    with RunTracker.start(folder=tracking_folder(settings), run_name=run_name, config=asdict(options)) as tracker:
+        with clock("train"):
+            trained = _train(parent, data, labels, added, options, settings, report)
+        references = [s.label for s in data.test]
+        if not references:
+            raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
+        with clock("evaluate"):
+            evaluate_cache = settings.cache_dir / "evaluate"  # evaluate's module cache stays in the project
+            metrics = classification_metrics(references, trained.predictions, labels=labels.names, cache_dir=evaluate_cache)
+            comparison = compare_with_parent(
+                references, trained.predictions, trained.parent_predictions,
+                parent_labels=parent.labels.names, cache_dir=evaluate_cache,
+            )
+            gate = check_gate(comparison, added)
+        report("publishing", 0.9)
+        with clock("publish"), tempfile.TemporaryDirectory() as tmp:
+            png = save_confusion_png(metrics, Path(tmp) / "confusion.png", title=f"{options.strategy} from {parent_version}")
+            files = VersionFiles(
+                model=trained.model, processor_source=parent_dir, labels=labels, labels_added=added, parent=parent_version,
+                strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
+                comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
+                gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
+            )
+            info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
+        promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
+        if promoted:
+            registry.promote(info.version)
+        report("done", 1.0)
+        outcome = TrainOutcome(
+            version=info.version, parent=parent_version, labels_added=added, metrics=metrics.to_json(),
+            comparison=files.comparison, gate=gate.to_json(), promoted=promoted, strategy=options.strategy,
+            warnings=trained.warnings + gate.warnings, timings=timings,
         )
-        gate = check_gate(comparison, added)
-    report("publishing", 0.9)
-    with clock("publish"), tempfile.TemporaryDirectory() as tmp:
-        png = save_confusion_png(metrics, Path(tmp) / "confusion.png", title=f"{options.strategy} from {parent_version}")
-        files = VersionFiles(
-            model=trained.model, processor_source=parent_dir, labels=labels, labels_added=added, parent=parent_version,
-            strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
-            comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
-            gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
-        )
-        info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
-    promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
-    if promoted:
-        registry.promote(info.version)
-    report("done", 1.0)
-    return TrainOutcome(
-        version=info.version, parent=parent_version, labels_added=added, metrics=metrics.to_json(),
-        comparison=files.comparison, gate=gate.to_json(), promoted=promoted, strategy=options.strategy,
-        warnings=trained.warnings + gate.warnings, timings=timings,
-    )
+        tracker.log({"metrics": outcome.metrics, "comparison": outcome.comparison, "timings": timings,
+                     "gate_passed": outcome.gate["passed"], "promoted": outcome.promoted})
+    return outcome
 
 
 def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
