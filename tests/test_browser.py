@@ -24,47 +24,48 @@ def _chromium() -> str:
     return path
 
 
-def test_upload_a_photo_and_see_the_label(running_app, sandal_photo, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture
+def page(running_app):
+    """A fresh page of the running app in Debian's headless Chromium."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(running_app["url"], wait_until="domcontentloaded")
-            page.locator("#classify-image input[type=file]").set_input_files(str(sandal_photo))
-            expect(page.locator("#classify-label")).to_contain_text("sandal", timeout=60_000)
-            expect(page.locator("#classify-status")).to_contain_text("v1")
-            page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
+            yield page
         finally:
             browser.close()
 
 
-def test_correct_a_prediction_in_the_browser(running_app, clothing_dir, tmp_path):
+def test_upload_a_photo_and_see_the_label(page, sandal_photo, tmp_path):
+    from playwright.sync_api import expect
+
+    page.locator("#classify-image input[type=file]").set_input_files(str(sandal_photo))
+    expect(page.locator("#classify-label")).to_contain_text("sandal", timeout=60_000)
+    expect(page.locator("#classify-status")).to_contain_text("v1")
+    page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
+
+
+def test_correct_a_prediction_in_the_browser(page, running_app, clothing_dir, tmp_path):
     """Upload a photo, pick 'New category…', name it, press Correct: the row and image are on disk."""
     import json
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     photo = sorted((clothing_dir / "test" / "hat").glob("*.jpg"))[1]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(running_app["url"], wait_until="domcontentloaded")
-            page.locator("#classify-image input[type=file]").set_input_files(str(photo))
-            expect(page.locator("#classify-status")).to_contain_text("v1", timeout=60_000)
-            expect(page.locator("#feedback-notice")).to_contain_text("stores this image")
-            choice = page.locator("#feedback-label input")
-            choice.click()
-            choice.fill("New category")
-            page.get_by_role("option", name="New category…").click()
-            page.locator("#feedback-new textarea, #feedback-new input").first.fill("bucket hat")
-            page.locator("#feedback-correct").click()
-            expect(page.locator("#feedback-status")).to_contain_text("stored", timeout=30_000)
-            page.screenshot(path=str(tmp_path / "corrected.png"), full_page=True)
-        finally:
-            browser.close()
+    page.locator("#classify-image input[type=file]").set_input_files(str(photo))
+    expect(page.locator("#classify-status")).to_contain_text("v1", timeout=60_000)
+    expect(page.locator("#feedback-notice")).to_contain_text("stores this image")
+    choice = page.locator("#feedback-label input")
+    choice.click()
+    choice.fill("New category")
+    page.get_by_role("option", name="New category…").click()
+    page.locator("#feedback-new textarea, #feedback-new input").first.fill("bucket hat")
+    page.locator("#feedback-correct").click()
+    expect(page.locator("#feedback-status")).to_contain_text("stored", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "corrected.png"), full_page=True)
     rows = [json.loads(line) for line in (running_app["home"] / "dataset" / "metadata.jsonl").read_text().splitlines()]
     row = next(r for r in rows if r["label"] == "bucket hat")
     assert row["source"] == "correction" and row["model_version"] == "v1"
