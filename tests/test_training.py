@@ -145,3 +145,21 @@ def test_train_errors_are_one_line(fresh_home):
     done = _train(fresh_home, "--strategy", "head", "--json")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "no image in the train split" in done.stderr
+
+
+@pytest.mark.slow
+def test_full_strategy_runs_through_the_script_and_tracks_each_epoch(project_home, clothing_dir, tmp_path):
+    """One epoch of full fine-tuning on 60 photos: published (not promoted), curves in the tracker."""
+    home = tmp_path / "home"
+    shutil.copytree(project_home / "registry", home / "registry")
+    for label in ("hat", "shoes", "pants"):
+        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:20], label)
+    done = _train(home, "--strategy", "full", "--new-head", "--epochs", "1", "--promote", "never", "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["strategy"] == "full" and outcome["version"] == "v2" and outcome["promoted"] is False
+    assert 0.0 <= outcome["metrics"]["accuracy"] <= 1.0
+    from training.tracking import list_runs
+
+    [run] = list_runs(home / "tracking")
+    assert run["name"] == "full-from-v1" and "train_loss" in run["metrics"] and run["last_step"] >= 1

@@ -125,7 +125,7 @@ def run(
     run_name = f"{options.strategy}-from-{parent_version}"
     with RunTracker.start(folder=tracking_folder(settings), run_name=run_name, config=asdict(options)) as tracker:
         with clock("train"):
-            trained = _train(parent, data, labels, added, options, settings, report)
+            trained = _train(parent, data, labels, added, options, settings, report, tracker)
         references = [s.label for s in data.test]
         if not references:
             raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
@@ -162,9 +162,9 @@ def run(
 
 
 def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-           settings: Settings, report: Callable[[str, float], None]) -> _Trained:
+           settings: Settings, report: Callable[[str, float], None], tracker: RunTracker) -> _Trained:
     if options.strategy == "full":
-        return _train_full(parent, data, labels, added, options)
+        return _train_full(parent, data, labels, added, options, tracker)
     return _train_head(parent, data, labels, added, options, settings, report)
 
 
@@ -209,7 +209,8 @@ def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added:
     )
 
 
-def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions) -> _Trained:
+def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
+                tracker: RunTracker) -> _Trained:
     from training.full import FullConfig, train_full
 
     head = classifier_head(parent.model)
@@ -226,6 +227,7 @@ def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added:
         model, parent.preprocess, [(s.path, labels.id_of(s.label)) for s in data.train],
         [(s.path, labels.id_of(s.label)) for s in data.test], config=config, min_side=parent.min_side,
         progress=options.progress,
+        on_epoch=lambda record: tracker.log(record, step=record["steps"]),  # learning curves, per epoch
     )
     trained = Classifier(result.model, parent.preprocess, version="candidate")
     return _Trained(
