@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs python -m training.train with the same arguments.",
     )
     train.add_argument("arguments", nargs=argparse.REMAINDER)
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a version on the held-out test split (classifr evaluate --help)", add_help=False,
+        description="Runs python -m training.evaluation with the same arguments.",
+    )
+    evaluate.add_argument("arguments", nargs=argparse.REMAINDER)
 
     versions = commands.add_parser("versions", help="list model versions")
     versions.add_argument("--json", action="store_true", help="print JSON")
@@ -87,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":
-        args.arguments = extra + args.arguments  # every option belongs to training.train
+    if args.command in TRAINING_SCRIPTS:
+        args.arguments = extra + args.arguments  # every option belongs to the training script
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -271,12 +276,16 @@ def cmd_dataset_stats(args: argparse.Namespace, settings: Settings, dataset, kno
 DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats": cmd_dataset_stats}
 
 
-def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    """Training runs as its own process: `classifr` never imports `training` (DESIGN.md), the app
-    keeps serving while it runs, and `accelerate launch -m training.train` is the same script."""
+# Commands that run a script of the training package as its own process: `classifr` never
+# imports `training` (DESIGN.md), the app keeps serving meanwhile, and `accelerate launch -m
+# training.train` is the same script.
+TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation"}
+
+
+def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "training.train", *args.arguments])
+    return subprocess.call([sys.executable, "-m", TRAINING_SCRIPTS[args.command], *args.arguments])
 
 
 def _registry(settings: Settings):
@@ -316,7 +325,8 @@ COMMANDS = {
     "predict": cmd_predict,
     "explain": cmd_explain,
     "dataset": cmd_dataset,
-    "train": cmd_train,
+    "train": cmd_training_script,
+    "evaluate": cmd_training_script,
     "versions": cmd_versions,
     "promote": cmd_promote,
     "rollback": cmd_rollback,

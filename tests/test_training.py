@@ -132,6 +132,13 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     from classifr.labels import checkpoint_labels
 
     assert list(checkpoint_labels(folder)) == old + ["hat", "shoes"]  # v2's ids kept, new ones appended
+    env = {**os.environ, "CLASSIFR_HOME": str(home)}
+    evaluated = subprocess.run([sys.executable, "-m", "classifr", "evaluate", "v3", "--against", "v2", "--json"],
+                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)  # the served path agrees with training's cached-feature numbers
+    assert (report["version"], report["against"]) == ("v3", "v2")
+    assert report["metrics"]["accuracy"] == pytest.approx(v3["metrics"]["accuracy"], abs=0.05)
     from training.tracking import list_runs
 
     runs = list_runs(home / "tracking")  # both runs are in the experiment tracker, comparable

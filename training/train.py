@@ -36,6 +36,7 @@ from classifr.registry import ModelRegistry
 from training import head as head_training
 from training.data import TrainingData, collect, external_dataset
 from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
+from training.evaluation import top1
 from training.gate import GateResult, check_gate
 from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
 from training.publish import VersionFiles, publish
@@ -232,22 +233,11 @@ def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added:
     trained = Classifier(result.model, parent.preprocess, version="candidate")
     return _Trained(
         model=result.model,
-        predictions=_top1(trained, data),
-        parent_predictions=_top1(parent, data),
+        predictions=top1(trained, [s.path for s in data.test]),
+        parent_predictions=top1(parent, [s.path for s in data.test]),
         hyperparameters={**asdict(config), "best_epoch": result.best_epoch},
         warnings=[],
     )
-
-
-def _top1(classifier: Classifier, data: TrainingData) -> list[str]:
-    from classifr.images import read_image
-
-    out: list[str] = []
-    paths = [s.path for s in data.test]
-    for start in range(0, len(paths), 32):
-        images = [read_image(p, min_side=classifier.min_side).image for p in paths[start : start + 32]]
-        out += [p[0].label for p in classifier.predict(images, top_k=1)]
-    return out
 
 
 def _accuracy(references: Sequence[str], predictions: Sequence[str]) -> float:

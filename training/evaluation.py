@@ -1,0 +1,94 @@
+"""Evaluate a version on the project's held-out test split, against another version.
+
+    classifr evaluate [V] [--against REF] [--json]        # default: candidate (else production) against production
+    python -m training.evaluation ...                     # the same
+
+Every test image goes through the served path (decode, preprocessing, forward), so the numbers
+are what users get; the metrics are those of `classifr train` (training.metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from classifr.config import Settings
+from classifr.dataset import ProjectDataset
+from classifr.errors import ClassifrError, VersionNotFoundError
+from classifr.images import read_image
+from classifr.model import Classifier, configure_runtime
+from training.data import collect
+from training.metrics import classification_metrics, compare_with_parent
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 32
+
+
+def top1(classifier: Classifier, paths: Sequence) -> list[str]:
+    """The top label of every image, through the same decode and preprocessing as serving."""
+    labels: list[str] = []
+    for start in range(0, len(paths), BATCH_SIZE):
+        images = [read_image(p, min_side=classifier.min_side).image for p in paths[start : start + BATCH_SIZE]]
+        labels += [ranked[0].label for ranked in classifier.predict(images, top_k=1)]
+    return labels
+
+
+def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:
+    from classifr.service import open_registry
+
+    registry = open_registry(settings)
+    if ref is None:
+        try:
+            ref = registry.resolve("candidate")
+        except VersionNotFoundError:
+            ref = "production"
+    version, other = registry.resolve(ref), registry.resolve(against)
+    model = Classifier.load(registry.local_path(version), version=version)
+    baseline = Classifier.load(registry.local_path(other), version=other)
+    test = collect([("project", ProjectDataset(settings.dataset_dir))]).test
+    if not test:
+        raise ClassifrError("the project dataset has no test images yet (about 15% of images are held out)")
+    paths, references = [s.path for s in test], [s.label for s in test]
+    predictions = top1(model, paths)
+    cache = settings.cache_dir / "evaluate"
+    metrics = classification_metrics(references, predictions, labels=model.labels.names, cache_dir=cache)
+    comparison = compare_with_parent(
+        references, predictions, top1(baseline, paths), parent_labels=baseline.labels.names, cache_dir=cache
+    )
+    return {"version": version, "against": other, "metrics": metrics.to_json(), "comparison": comparison.to_json()}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="classifr evaluate", description="Evaluate a version on the held-out test split.")
+    parser.add_argument("version", nargs="?", metavar="V", help="version or alias (default: candidate, else production)")
+    parser.add_argument("--against", default="production", metavar="REF", help="compare with this version (default production)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        configure_runtime(settings.num_threads)
+        result = evaluate_version(settings, args.version, against=args.against)
+    except ClassifrError as err:
+        print(f"classifr: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        m, c = result["metrics"], result["comparison"]
+        print(f"{result['version']}: accuracy {m['accuracy']:.1%}, macro F1 {m['macro_f1']:.1%} on {m['num_images']} test images; "
+              f"churn against {result['against']} {c['churn']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
