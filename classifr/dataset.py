@@ -197,6 +197,7 @@ class ProjectDataset:
         self._rows: list[Row] = []
         self._keys: set[tuple[str, str]] = set()  # (sha256, label casefolded)
         self._labels_of: dict[str, list[str]] = defaultdict(list)  # sha256 -> labels, in order
+        self._row_labels: dict[str, str] = {}  # casefolded label -> its first spelling in a row
         self._offset = 0  # bytes of metadata.jsonl already in memory
         self._categories: dict[str, Category] = {}  # casefolded name -> category
         self._categories_offset = 0
@@ -257,9 +258,8 @@ class ProjectDataset:
         with self._locked():
             if key in self._categories:
                 return self._categories[key].name
-            for row in self._rows:
-                if row.label.casefold() == key:
-                    return row.label
+            if key in self._row_labels:
+                return self._row_labels[key]
         return next((label for label in known if label.casefold() == key), None)
 
     # --- writing -----------------------------------------------------------------------------
@@ -427,11 +427,12 @@ class ProjectDataset:
             self._categories.setdefault(category.name.casefold(), category)
 
     def _reset_rows(self) -> None:
-        self._rows, self._keys, self._labels_of = [], set(), defaultdict(list)
+        self._rows, self._keys, self._labels_of, self._row_labels = [], set(), defaultdict(list), {}
 
     def _remember(self, row: Row) -> None:
         self._rows.append(row)
         self._keys.add((row.sha256, row.label.casefold()))
+        self._row_labels.setdefault(row.label.casefold(), row.label)
         if row.label not in self._labels_of[row.sha256]:
             self._labels_of[row.sha256].append(row.label)
 

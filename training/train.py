@@ -18,7 +18,8 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def run(
 
     report = on_progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
-    clock = _Clock(timings)
+    clock = _clock(timings)
     registry = registry or open_registry(settings)
     parent_version = registry.resolve(options.parent)
     parent_dir = registry.local_path(parent_version)
@@ -255,21 +256,18 @@ def _metadata(options: TrainOptions, data: TrainingData, added: list[str], metri
     }
 
 
-class _Clock:
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings = timings
+def _clock(timings: dict[str, float]):
+    """`with clock("stage"):` records the stage's wall time in `timings`."""
 
-    def __call__(self, name: str):
-        clock = self
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[name] = round(time.perf_counter() - started, 3)
 
-        class _Timer:
-            def __enter__(self):
-                self.started = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.timings[name] = round(time.perf_counter() - self.started, 3)
-
-        return _Timer()
+    return timed
 
 
 def _progress_writer(path: Path | None) -> Callable[[str, float], None] | None:
