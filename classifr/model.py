@@ -8,6 +8,7 @@ A Classifier holds no per-request state, so one instance serves many threads at 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+import numpy as np
 
 from classifr.errors import ClassifrError, ModelLoadError
 from classifr.labels import LabelSet
@@ -33,6 +36,15 @@ class Prediction:
         return {"label": self.label, "score": self.score}
 
 
+def classifier_head(model: torch.nn.Module) -> torch.nn.Linear:
+    """The final linear layer: timm models through the wrapper, Transformers models as `.classifier`."""
+    timm_model = getattr(model, "timm_model", None)
+    head = timm_model.get_classifier() if timm_model is not None else getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise ClassifrError(f"cannot find a linear classifier head on {type(model).__name__} (found {type(head).__name__})")
+    return head
+
+
 def _load_processor(source: str, revision: str | None) -> Any:
     from transformers import AutoImageProcessor
 
@@ -43,6 +55,31 @@ def _load_model(source: str, revision: str | None) -> torch.nn.Module:
     from transformers import AutoModelForImageClassification
 
     return AutoModelForImageClassification.from_pretrained(source, revision=revision)
+
+
+class _HeadInputProbe:
+    """A forward hook that keeps the head's input, per thread.
+
+    Per thread because requests on other threads (explanations, other batches) run the same module
+    at the same time. Copies of the model (training deep-copies its parent) get a fresh probe.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self, _module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
+        self._local.value = inputs[0]
+
+    def take(self) -> torch.Tensor | None:
+        value = getattr(self._local, "value", None)
+        self._local.value = None
+        return value
+
+    def __deepcopy__(self, memo: dict) -> _HeadInputProbe:
+        return _HeadInputProbe()
+
+    def __reduce__(self) -> tuple:
+        return (_HeadInputProbe, ())
 
 
 class Classifier:
@@ -57,6 +94,8 @@ class Classifier:
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.preprocess = preprocessor
         self.version = version
+        self._head_input = _HeadInputProbe()
+        classifier_head(self.model).register_forward_hook(self._head_input)
 
     @classmethod
     def load(cls, source: str | Path, *, version: str, revision: str | None = None) -> Classifier:
@@ -93,13 +132,38 @@ class Classifier:
         with torch.inference_mode():
             return self.model(pixel_values=pixel_values).logits
 
+    def features_and_logits(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled backbone features (the head's input) and logits, from one forward pass.
+
+        A forward hook on the head keeps its input, so this works for any model whose last layer
+        is a linear head (timm wrappers, ViT, ConvNeXt) without knowing its forward.
+        """
+        self._head_input.take()
+        logits = self.logits(images)
+        pooled = self._head_input.take()
+        return pooled.float().reshape(len(images), -1), logits.float()
+
     def predict(self, images: Sequence[Image.Image], *, top_k: int = 5) -> list[list[Prediction]]:
         """Top-k labels per image, best first; one batched forward pass for all images."""
+        return self.predict_with_features(images, top_k=top_k, features=False)[0]
+
+    def predict_with_features(
+        self, images: Sequence[Image.Image], *, top_k: int = 5, features: bool = True
+    ) -> tuple[list[list[Prediction]], np.ndarray | None]:
+        """Top-k labels per image and, with `features`, each image's pooled features as float16 rows."""
         if not images:
-            return []
+            return [], None
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        probabilities = self.logits(images).float().softmax(dim=-1)
+        if features:
+            pooled, logits = self.features_and_logits(images)
+            embeddings = pooled.to(torch.float16).numpy()
+        else:
+            logits, embeddings = self.logits(images).float(), None
+        return self._ranked(logits, top_k), embeddings
+
+    def _ranked(self, logits: torch.Tensor, top_k: int) -> list[list[Prediction]]:
+        probabilities = logits.softmax(dim=-1)
         scores, indices = probabilities.topk(min(top_k, len(self.labels)), dim=-1)
         names = self.labels.names
         return [

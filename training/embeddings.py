@@ -22,20 +22,11 @@ from tqdm.auto import tqdm
 
 from classifr.errors import ClassifrError
 from classifr.images import ImageLimits, read_image
-from classifr.model import Classifier
+from classifr.model import Classifier, classifier_head  # noqa: F401  (training imports it from here)
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 32
-
-
-def classifier_head(model: torch.nn.Module) -> torch.nn.Linear:
-    """The final linear layer: timm models through the wrapper, Transformers models as `.classifier`."""
-    timm_model = getattr(model, "timm_model", None)
-    head = timm_model.get_classifier() if timm_model is not None else getattr(model, "classifier", None)
-    if not isinstance(head, torch.nn.Linear):
-        raise ClassifrError(f"cannot find a linear classifier head on {type(model).__name__} (found {type(head).__name__})")
-    return head
 
 
 def backbone_fingerprint(classifier: Classifier) -> str:
@@ -51,17 +42,6 @@ def backbone_fingerprint(classifier: Classifier) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def embed_and_logits(classifier: Classifier, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (the head's input) and logits for decoded images, in one forward pass."""
-    captured: list[torch.Tensor] = []
-    hook = classifier_head(classifier.model).register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
-    try:
-        logits = classifier.logits(images)
-    finally:
-        hook.remove()
-    return captured[0].float().reshape(len(images), -1), logits.float()
 
 
 class EmbeddingCache:
@@ -113,7 +93,7 @@ def embed_files(
         for start in range(0, len(missing), BATCH_SIZE):
             batch = missing[start : start + BATCH_SIZE]
             images = [read_image(files[sha], limits=limits, min_side=classifier.min_side).image for sha in batch]
-            features, _ = embed_and_logits(classifier, images)
+            features, _ = classifier.features_and_logits(images)
             cache.add(batch, features.numpy())
             bar.update(len(batch))
             if on_batch is not None:
