@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollback = commands.add_parser("rollback", help="make the previous production version production again")
     rollback.add_argument("--json", action="store_true", help="print JSON")
+
+    monitor = commands.add_parser("monitor", help="live traffic per model version, from the prediction log")
+    monitor.add_argument("--window", default="all", help="1h, 24h, 7d, 30d or all (default all)")
+    monitor.add_argument("--low-confidence", type=float, default=0.5, metavar="P",
+                         help="a top-1 score below P counts as low confidence (default 0.5)")
+    monitor.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -139,9 +145,12 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     service = _open_service(settings)
     results = []
     size = settings.max_batch_size
-    for start in range(0, len(args.images), size):
-        chunk = args.images[start : start + size]
-        results.extend(service.predict_batch(chunk, top_k=args.top_k))
+    try:
+        for start in range(0, len(args.images), size):
+            chunk = args.images[start : start + size]
+            results.extend(service.predict_batch(chunk, top_k=args.top_k, origin="cli"))
+    finally:
+        service.close()  # writes the prediction log's queue before the process ends
     for result in results:
         if not result.ok:
             print(f"classifr: error: {result.error}", file=sys.stderr)
@@ -320,6 +329,42 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from classifr.monitor_report import monitor_summary, window_start
+    from classifr.monitoring import PredictionLog
+
+    if not 0.0 < args.low_confidence < 1.0:
+        print(f"classifr: error: --low-confidence must be between 0 and 1, got {args.low_confidence}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        since = window_start(args.window)
+    except ValueError as err:
+        print(f"classifr: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not settings.prediction_log_path.is_file():
+        raise ClassifrError(f"no prediction log yet at {settings.prediction_log_path}: serve or predict first")
+    registry = None if settings.model else _registry(settings)
+    serving = {} if registry is None else {"production": registry.resolve("production")}
+    with PredictionLog(settings.prediction_log_path) as log:
+        summary = monitor_summary(log, registry=registry, since=since, serving=serving, low_confidence=args.low_confidence)
+    _print(summary, args.json, _monitor_text(summary, args.window))
+    return EXIT_OK
+
+
+def _monitor_text(summary: dict[str, Any], window: str) -> str:
+    lines = [f"{summary['total']} predictions ({window})"]
+    for version, row in summary["by_version"].items():
+        accuracy = row["accuracy_on_feedback"]
+        lines.append(
+            f"{version}: {row['predictions']} predictions, mean confidence {row['mean_confidence']:.2f}, "
+            f"low confidence {row['low_confidence_share']:.1%}, corrected {row['corrected_share']:.1%}, "
+            f"accuracy on feedback {'n/a' if accuracy is None else f'{accuracy:.1%}'}, "
+            f"latency p50 {row['latency_ms']['p50']:.0f} ms / p95 {row['latency_ms']['p95']:.0f} ms"
+        )
+        lines.append(f"    drift: {row['drift']['message']}")
+    return "\n".join(lines)
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "predict": cmd_predict,
@@ -328,6 +373,7 @@ COMMANDS = {
     "train": cmd_training_script,
     "evaluate": cmd_training_script,
     "versions": cmd_versions,
+    "monitor": cmd_monitor,
     "promote": cmd_promote,
     "rollback": cmd_rollback,
 }

@@ -59,6 +59,30 @@ def _folder(env: Mapping[str, str], name: str) -> Path | None:
     return path
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1, got {raw!r}")
+    return value
+
+
 def _license(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
     # A Hub licence identifier ("cc-by-4.0", "cc0-1.0", "other"): it lands in YAML and in the UI.
@@ -87,6 +111,10 @@ class Settings:
     dataset_license: str = "cc-by-4.0"  # the licence contributions are shared under (shown in the app and card)
     admin_password: str | None = field(default=None, repr=False)  # CLASSIFR_ADMIN_PASSWORD: maintainer actions
     hf_oauth: bool = False  # a Space with `hf_oauth: true` (it sets OAUTH_CLIENT_ID): offer "Sign in with HF"
+    prediction_log: bool = True  # CLASSIFR_PREDICTION_LOG=0 turns the SQLite prediction log off
+    store_images: bool = True  # CLASSIFR_STORE_IMAGES=0: log predictions without keeping a copy of the image
+    max_stored_images: int = 2000  # the newest N logged images are kept (about 30 KB each), older ones deleted
+    canary_share: float = 0.0  # CLASSIFR_CANARY_SHARE: share of predictions served by the `candidate` version
 
     @property
     def registry_dir(self) -> Path:
@@ -99,6 +127,10 @@ class Settings:
     @property
     def dataset_dir(self) -> Path:
         return self.home / "dataset"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.home / "monitoring" / "predictions.sqlite"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,4 +158,8 @@ class Settings:
             dataset_license=_license(env, "CLASSIFR_DATASET_LICENSE", "cc-by-4.0"),
             admin_password=env.get("CLASSIFR_ADMIN_PASSWORD", "") or None,
             hf_oauth=bool(env.get("OAUTH_CLIENT_ID", "").strip()),
+            prediction_log=_switch(env, "CLASSIFR_PREDICTION_LOG", True),
+            store_images=_switch(env, "CLASSIFR_STORE_IMAGES", True),
+            max_stored_images=_int(env, "CLASSIFR_MAX_STORED_IMAGES", 2000, minimum=0, maximum=10_000_000),
+            canary_share=_share(env, "CLASSIFR_CANARY_SHARE", 0.0),
         )

@@ -99,6 +99,18 @@ class LoadedImage:
         return digest.hexdigest()
 
 
+THUMBNAIL_SIDE = 512  # large enough to review, explain and train a 224-300 px model on again
+
+
+def jpeg_thumbnail(image: Image.Image, *, max_side: int = THUMBNAIL_SIDE, quality: int = 85) -> bytes:
+    """A JPEG copy of a decoded image, its longer side at most `max_side` (the prediction log keeps these)."""
+    copy = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    copy.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
 def describe_limits(limits: ImageLimits) -> str:
     """One line for the UI, e.g. 'JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF up to 50 MB and 120 megapixels'."""
     return f"{_FORMAT_NAMES} up to {_short_size(limits.max_bytes)} and {limits.max_pixels / 1e6:g} megapixels"

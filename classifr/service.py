@@ -9,8 +9,10 @@ at start-up and shared by all requests; it keeps no per-user state, and the only
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +25,12 @@ from PIL import Image
 from classifr.bootstrap import ensure_default_version
 from classifr.config import Settings
 from classifr.dataset import AddResult, Category, Example, Feedback, ProjectDataset
-from classifr.errors import ClassifrError, InvalidImageError
+from classifr.errors import ClassifrError, InvalidImageError, VersionNotFoundError
 from classifr.explain import IG_STEPS, Explainer, Explanation, StageMap
-from classifr.images import ImageLimits, LoadedImage, read_image
+from classifr.images import ImageLimits, LoadedImage, jpeg_thumbnail, read_image
 from classifr.model import Classifier, Prediction
+from classifr.monitoring import LoggedPrediction, PredictionLog
+from classifr.prometheus import ServingMetrics
 from classifr.overlay import fit, render, stage_grid
 from classifr.registry import HubRegistry, LocalRegistry, ModelRegistry, VersionInfo
 
@@ -43,6 +47,8 @@ class PredictionResult:
     error: str | None = None
     original_size: tuple[int, int] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    id: str | None = None  # the prediction log's id, which a later correction refers to
+    variant: str = "production"  # "candidate" when the canary share routed it to the candidate version
 
     @property
     def ok(self) -> bool:
@@ -56,6 +62,8 @@ class PredictionResult:
             "version": self.version,
             "predictions": [p.to_json() for p in self.predictions],
             "original_size": list(self.original_size) if self.original_size else None,
+            "id": self.id,
+            "variant": self.variant,
         }
 
 
@@ -84,43 +92,80 @@ class ClassifrService:
         registry: ModelRegistry | None,
         classifier: Classifier,
         dataset: ProjectDataset | None = None,
+        prediction_log: PredictionLog | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self.dataset = dataset or ProjectDataset(settings.dataset_dir, limits=self.limits)
         self.sync: Any = None  # a classifr.dataset_sync.DatasetSync when CLASSIFR_DATASET_REPO is set
+        self.prediction_log = prediction_log
+        self.metrics = ServingMetrics()
         self._lock = threading.Lock()
         self._classifier = classifier
+        self._candidate: Classifier | None = None  # served to `canary_share` of requests when set
+        self._canary_share = settings.canary_share
+        self._draw = random.Random()
         self._explainers: dict[str, Explainer] = {}
+        self._publish_serving()
 
     @classmethod
     def create(cls, settings: Settings, *, hf_api: Any = None) -> ClassifrService:
         """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL,
-        the project dataset, and its Hub sync when CLASSIFR_DATASET_REPO is set."""
+        the project dataset, its Hub sync when CLASSIFR_DATASET_REPO is set, the prediction log,
+        and the candidate version when CLASSIFR_CANARY_SHARE is above 0."""
+        log = open_prediction_log(settings)
         if settings.model:
             classifier = Classifier.load(settings.model, version=settings.model, revision=settings.model_revision)
-            service = cls(settings, registry=None, classifier=classifier)
+            service = cls(settings, registry=None, classifier=classifier, prediction_log=log)
         else:
             registry = open_registry(settings, hf_api=hf_api)
             version = registry.resolve("production")
             classifier = Classifier.load(registry.local_path(version), version=version)
-            service = cls(settings, registry=registry, classifier=classifier)
+            service = cls(settings, registry=registry, classifier=classifier, prediction_log=log)
+            service.refresh()  # loads the canary's candidate, if any
         from classifr.dataset_sync import open_sync
 
         service.sync = open_sync(settings, service.dataset, hf_api=hf_api, known=service.known_labels)
         return service
 
     def close(self) -> None:
-        """Push what the dataset sync has not pushed yet, and stop it."""
+        """Push what the dataset sync has not pushed yet, write what the prediction log holds, stop both."""
         if self.sync is not None:
             self.sync.stop()
             self.sync = None
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
     @property
     def classifier(self) -> Classifier:
         with self._lock:
             return self._classifier
+
+    def _serving(self) -> tuple[Classifier, Classifier | None, float]:
+        with self._lock:
+            return self._classifier, self._candidate, self._canary_share
+
+    @property
+    def candidate_version(self) -> str | None:
+        """The version the canary serves to `canary_share` of requests, or None when there is no canary."""
+        with self._lock:
+            return self._candidate.version if self._candidate is not None and self._canary_share > 0 else None
+
+    @property
+    def canary_share(self) -> float:
+        with self._lock:
+            return self._canary_share
+
+    def set_canary_share(self, share: float) -> float:
+        """Serve `share` (0 to 1) of predictions with the `candidate` version; 0 turns the canary off."""
+        if not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
+            raise ClassifrError(f"the canary share must be between 0 and 1, got {share!r}")
+        with self._lock:
+            self._canary_share = float(share)
+        self.refresh()
+        logger.info("canary share now %.0f%%", share * 100)
+        return float(share)
 
     @property
     def serving_version(self) -> str:
@@ -134,44 +179,80 @@ class ClassifrService:
         return result
 
     def predict_batch(
-        self, sources: Sequence[Any], *, top_k: int | None = None, names: Sequence[str | None] | None = None
+        self,
+        sources: Sequence[Any],
+        *,
+        top_k: int | None = None,
+        names: Sequence[str | None] | None = None,
+        origin: str = "cli",
     ) -> list[PredictionResult]:
-        """Classify many images in one forward pass; an unreadable image gets an error result, not an exception."""
+        """Classify many images in one forward pass per serving version (production, and the canary's
+        candidate); an unreadable image gets an error result, not an exception.
+
+        `origin` ("ui", "api" or "cli") is recorded in the prediction log and the metrics.
+        """
+        started = time.perf_counter()
         top_k = self.settings.top_k if top_k is None else top_k
         names = list(names) if names is not None else [None] * len(sources)
         if len(names) != len(sources):
             raise ValueError(f"got {len(sources)} images but {len(names)} names")
-        classifier = self.classifier  # one version for the whole batch, even if a promote lands meanwhile
-        started = time.perf_counter()
+        production, candidate, share = self._serving()  # fixed for the whole batch, even if a promote lands
+        min_side = max(production.min_side, candidate.min_side if candidate else 0)
         decoded: list[LoadedImage | ClassifrError] = []
         for source, name in zip(sources, names):
             try:
-                decoded.append(read_image(source, limits=self.limits, min_side=classifier.min_side, name=name))
+                decoded.append(read_image(source, limits=self.limits, min_side=min_side, name=name))
             except ClassifrError as err:
                 decoded.append(err)
+                self.metrics.observe_error(source=origin)
         decoded_at = time.perf_counter()
-        good = [item for item in decoded if isinstance(item, LoadedImage)]
-        ranked = iter(classifier.predict([item.image for item in good], top_k=top_k))
-        timings = {
-            "decode": (decoded_at - started) * 1000,
-            "model": (time.perf_counter() - decoded_at) * 1000,
-        }
+        routed = {i: self._route(candidate, share) for i, item in enumerate(decoded) if isinstance(item, LoadedImage)}
+        ranked: dict[int, tuple[Classifier, str, list[Prediction], Any]] = {}
+        for variant, classifier in (("production", production), ("candidate", candidate)):
+            chosen = [i for i, v in routed.items() if v == variant]
+            if not chosen:
+                continue
+            rows, features = classifier.predict_with_features(
+                [decoded[i].image for i in chosen], top_k=top_k, features=self.prediction_log is not None
+            )
+            for n, i in enumerate(chosen):
+                ranked[i] = (classifier, variant, rows[n], None if features is None else features[n])
+        finished = time.perf_counter()
+        timings = {"decode": (decoded_at - started) * 1000, "model": (finished - decoded_at) * 1000}
         results = []
-        for item, source, name in zip(decoded, sources, names):
+        for i, (item, source, name) in enumerate(zip(decoded, sources, names)):
             label = name or _describe(source)
             if isinstance(item, ClassifrError):
-                results.append(PredictionResult(image=label, version=classifier.version, error=str(item)))
-            else:
-                results.append(
-                    PredictionResult(
-                        image=label,
-                        version=classifier.version,
-                        predictions=tuple(next(ranked)),
-                        original_size=item.original_size,
-                        timings_ms=timings,
-                    )
-                )
+                results.append(PredictionResult(image=label, version=production.version, error=str(item)))
+                continue
+            classifier, variant, predictions, embedding = ranked[i]
+            result = PredictionResult(
+                image=label, version=classifier.version, predictions=tuple(predictions), original_size=item.original_size,
+                timings_ms=timings, id=uuid.uuid4().hex, variant=variant,
+            )
+            self._record(result, item, embedding, latency_s=finished - started, origin=origin)
+            results.append(result)
         return results
+
+    def _route(self, candidate: Classifier | None, share: float) -> str:
+        return "candidate" if candidate is not None and self._draw.random() < share else "production"
+
+    def _record(self, result: PredictionResult, item: LoadedImage, embedding: Any, *, latency_s: float, origin: str) -> None:
+        """Count the prediction for /metrics and queue it for the prediction log (written off this thread)."""
+        top = result.predictions[0]
+        self.metrics.observe_prediction(version=result.version, label=top.label, latency_s=latency_s, source=origin)
+        if self.prediction_log is None:
+            return
+        self.prediction_log.log(
+            LoggedPrediction(
+                id=result.id, time=time.time(), version=result.version, variant=result.variant, source=origin,
+                labels=tuple(p.label for p in result.predictions), scores=tuple(p.score for p in result.predictions),
+                latency_ms=latency_s * 1000, image_sha256=lambda: item.sha256,  # hashed on the writer's thread
+                width=item.original_size[0], height=item.original_size[1], nbytes=item.num_bytes,
+                embedding=embedding, thumbnail=(lambda: jpeg_thumbnail(item.image)) if self.settings.store_images else None,
+            )
+        )
+        self.metrics.log_dropped.set(self.prediction_log.dropped + self.prediction_log.failed)
 
     def explain(
         self,
@@ -263,7 +344,22 @@ class ClassifrService:
         feedback = feedback_from(prediction)
         kind = "confirmation" if label.strip().casefold() == feedback.predicted_label.casefold() else "correction"
         example = Example(source, label, name=name, feedback=feedback)
-        return self.dataset.add(example, source=kind, contributor=contributor, known=self.known_labels())
+        result = self.dataset.add(example, source=kind, contributor=contributor, known=self.known_labels())
+        if result.status != "rejected":
+            self._log_feedback(result, kind, prediction)
+        return result
+
+    def _log_feedback(self, result: AddResult, kind: str, prediction: dict[str, Any]) -> None:
+        """Mark the logged prediction as confirmed or corrected: by its id, else by the image's hash."""
+        logged_kind = "confirmed" if kind == "confirmation" else "corrected"
+        self.metrics.observe_feedback(logged_kind)
+        if self.prediction_log is None:
+            return
+        prediction_id = prediction.get("id") if isinstance(prediction.get("id"), str) else None
+        self.prediction_log.record_feedback(
+            label=result.label, kind=logged_kind, prediction_id=prediction_id,
+            image_sha256=None if prediction_id else result.sha256,
+        )
 
     def add_examples(
         self,
@@ -291,18 +387,22 @@ class ClassifrService:
         """Make `ref` production and serve it from the next request on."""
         info = self._require_registry().promote(ref)
         self._switch_to(info.version)
+        self._follow_candidate()
         return info
 
     def rollback(self) -> VersionInfo:
         """Serve the previous production version again."""
         info = self._require_registry().rollback()
         self._switch_to(info.version)
+        self._follow_candidate()
         return info
 
     def refresh(self) -> str:
-        """Serve what `production` points at now (another process may have promoted or rolled back)."""
+        """Serve what `production` points at now (another process may have promoted or rolled back),
+        and, while the canary share is above 0, what `candidate` points at."""
         if self.registry is not None:
             self._switch_to(self.registry.resolve("production"))
+            self._follow_candidate()
         return self.serving_version
 
     def follow_production(self, interval_s: float) -> threading.Event:
@@ -326,10 +426,44 @@ class ClassifrService:
     def _switch_to(self, version: str) -> None:
         if version == self.serving_version:
             return
-        classifier = Classifier.load(self._require_registry().local_path(version), version=version)
+        with self._lock:
+            candidate = self._candidate
+        if candidate is not None and candidate.version == version:
+            classifier = candidate  # promoting the canary's candidate: no second load
+        else:
+            classifier = Classifier.load(self._require_registry().local_path(version), version=version)
         with self._lock:
             self._classifier = classifier
+        self._publish_serving()
         logger.info("now serving %s", version)
+
+    def _follow_candidate(self) -> None:
+        """Load `candidate` for the canary; none when the share is 0, there is no candidate, or it is production."""
+        registry = self._require_registry()
+        wanted = None
+        if self.canary_share > 0:
+            try:
+                wanted = registry.resolve("candidate")
+            except VersionNotFoundError:
+                wanted = None  # nothing trained yet
+            if wanted == self.serving_version:
+                wanted = None
+        with self._lock:
+            current = self._candidate.version if self._candidate is not None else None
+        if wanted == current:
+            return
+        loaded = Classifier.load(registry.local_path(wanted), version=wanted) if wanted else None
+        with self._lock:
+            self._candidate = loaded
+        self._publish_serving()
+        logger.info("canary: %s", f"{wanted} serves {self.canary_share:.0%} of predictions" if wanted else "off")
+
+    def _publish_serving(self) -> None:
+        production, candidate, share = self._serving()
+        serving = {"production": production.version}
+        if candidate is not None and share > 0:
+            serving["candidate"] = candidate.version
+        self.metrics.set_serving(serving)
 
     def _require_registry(self) -> ModelRegistry:
         if self.registry is None:
@@ -347,6 +481,15 @@ def open_registry(settings: Settings, *, hf_api: Any = None) -> ModelRegistry:
     # No file lock can span machines; the Hub's parent_commit check rejects a second racing v1 commit.
     ensure_default_version(registry)
     return registry
+
+
+def open_prediction_log(settings: Settings) -> PredictionLog | None:
+    """The SQLite prediction log under CLASSIFR_HOME, or None when CLASSIFR_PREDICTION_LOG=0."""
+    if not settings.prediction_log:
+        return None
+    return PredictionLog(
+        settings.prediction_log_path, store_images=settings.store_images, max_images=settings.max_stored_images
+    )
 
 
 def open_local_registry(root: Path) -> LocalRegistry:

@@ -1,0 +1,155 @@
+"""The service feeds the prediction log and the Prometheus metrics, and serves the canary, on the real
+default model and real photos."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from classifr.config import Settings
+from classifr.errors import ClassifrError
+from classifr.service import ClassifrService
+
+
+def _photos(clothing_dir: Path, n: int) -> list[Path]:
+    return sorted((clothing_dir / "test").rglob("*.jpg"))[:n]
+
+
+@pytest.fixture
+def own_home(tmp_path: Path, project_home: Path) -> Path:
+    """A home with its own copy of the registry (these tests publish and promote)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(project_home / "registry", home / "registry")
+    return home
+
+
+def _publish_copy_of_v1(service: ClassifrService) -> str:
+    """A second version: v1's files under a new number, as a training run would publish it."""
+    source = service.registry.local_path("v1")
+
+    def write(folder: Path) -> None:
+        for item in source.iterdir():
+            if item.is_file() and item.name != "classifr_version.json":
+                shutil.copy2(item, folder / item.name)
+
+    return service.registry.publish(write, parent="v1", metadata={"strategy": "head"}, aliases=["candidate"]).version
+
+
+def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clothing_dir):
+    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    try:
+        photos = _photos(clothing_dir, 5)
+        results = service.predict_batch([*photos, fresh_home / "missing.jpg"], origin="api")
+        assert [r.ok for r in results] == [True] * 5 + [False]
+        assert service.prediction_log.flush()
+        summary = service.prediction_log.summary()
+        assert summary["total"] == 5
+        row = summary["by_version"]["v1"]
+        assert row["predictions"] == 5 and row["by_source"]["api"] == 5 and row["by_variant"]["production"] == 5
+        ids, embeddings = service.prediction_log.embeddings()
+        assert set(ids) == {r.id for r in results[:5]}
+        assert embeddings.shape == (5, 1280)  # EfficientNet-Lite0's pooled features
+        logged = service.prediction_log.prediction(results[0].id)
+        assert logged["label"] == results[0].predictions[0].label
+        assert logged["image_sha256"] == __import__("hashlib").sha256(photos[0].read_bytes()).hexdigest()
+        assert service.prediction_log.image(results[0].id)[:2] == b"\xff\xd8"  # a JPEG copy is kept
+        metrics = service.metrics.render().decode()
+        assert 'classifr_prediction_requests_total{source="api",status="ok"} 5.0' in metrics
+        assert 'classifr_prediction_requests_total{source="api",status="error"} 1.0' in metrics
+        assert 'classifr_serving_version{variant="production",version="v1"} 1.0' in metrics
+    finally:
+        service.close()
+
+
+def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_photo, default_classifier):
+    from classifr.images import read_image
+
+    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    try:
+        result = service.predict(sandal_photo)
+        service.prediction_log.flush()
+        _, logged = service.prediction_log.embeddings()
+        image = read_image(sandal_photo, min_side=default_classifier.min_side).image
+        features, _ = default_classifier.features_and_logits([image])
+        assert result.predictions[0].label == "sandal"
+        assert abs(logged[0] - features[0].numpy()).max() < 1e-2  # float16 storage
+    finally:
+        service.close()
+
+
+def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, clothing_dir):
+    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    try:
+        first, second = service.predict_batch(_photos(clothing_dir, 2), origin="ui")
+        service.record_feedback(_photos(clothing_dir, 1)[0], "hat", prediction=first.to_json())
+        # Without an id (an older client), the image's hash finds the prediction.
+        payload = {k: v for k, v in second.to_json().items() if k != "id"}
+        service.record_feedback(_photos(clothing_dir, 2)[1], second.predictions[0].label, prediction=payload)
+        service.prediction_log.flush()
+        corrected = service.prediction_log.gallery("corrected")
+        confirmed = service.prediction_log.gallery("confirmed")
+        assert [(r["id"], r["true_label"]) for r in corrected] == [(first.id, "hat")]
+        assert [r["id"] for r in confirmed] == [second.id]
+        assert service.prediction_log.summary()["by_version"]["v1"]["accuracy_on_feedback"] == 0.5
+        assert 'classifr_feedback_total{kind="corrected"} 1.0' in service.metrics.render().decode()
+    finally:
+        service.close()
+
+
+def test_the_canary_serves_its_share_with_the_candidate_and_promoting_reuses_it(own_home, clothing_dir):
+    service = ClassifrService.create(Settings(home=own_home, num_threads=2))
+    try:
+        candidate = _publish_copy_of_v1(service)
+        service.set_canary_share(1.0)
+        assert service.candidate_version == candidate
+        results = service.predict_batch(_photos(clothing_dir, 4))
+        assert {(r.version, r.variant) for r in results} == {(candidate, "candidate")}
+        service.set_canary_share(0.5)
+        service._draw.seed(7)  # a fixed draw: both variants appear in 40 images
+        variants = [r.variant for r in service.predict_batch(_photos(clothing_dir, 40))]
+        assert 5 < variants.count("candidate") < 35 and "production" in variants
+        loaded = service._candidate
+        service.promote("candidate")
+        assert service.serving_version == candidate and service.classifier is loaded  # no second load
+        assert service.candidate_version is None  # candidate == production: no canary left
+        service.prediction_log.flush()
+        by_version = service.prediction_log.summary()["by_version"]
+        assert by_version[candidate]["by_variant"]["candidate"] == 4 + variants.count("candidate")
+    finally:
+        service.close()
+
+
+def test_a_bad_canary_share_is_refused(fresh_home):
+    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    try:
+        for bad in (-0.1, 1.5, float("nan"), "half"):
+            with pytest.raises(ClassifrError, match="between 0 and 1"):
+                service.set_canary_share(bad)
+        assert service.canary_share == 0.0
+    finally:
+        service.close()
+
+
+def test_the_log_can_be_switched_off(fresh_home, sandal_photo):
+    service = ClassifrService.create(replace(Settings(home=fresh_home, num_threads=2), prediction_log=False))
+    try:
+        assert service.predict(sandal_photo).predictions[0].label == "sandal"
+        assert service.prediction_log is None
+        assert not (fresh_home / "monitoring").exists()
+    finally:
+        service.close()
+
+
+def test_images_are_not_kept_when_image_storage_is_off(fresh_home, sandal_photo):
+    service = ClassifrService.create(replace(Settings(home=fresh_home, num_threads=2), store_images=False))
+    try:
+        result = service.predict(sandal_photo)
+        service.prediction_log.flush()
+        assert service.prediction_log.prediction(result.id) is not None
+        assert service.prediction_log.image(result.id) is None
+    finally:
+        service.close()
