@@ -20,7 +20,7 @@ from classifr.config import Settings
 from classifr.dataset import ProjectDataset
 from classifr.errors import ClassifrError, VersionNotFoundError
 from classifr.images import read_image
-from classifr.model import Classifier, configure_runtime
+from classifr.model import Classifier, Prediction, configure_runtime
 from training.data import collect
 from training.metrics import classification_metrics, compare_with_parent
 
@@ -31,11 +31,16 @@ BATCH_SIZE = 32
 
 def top1(classifier: Classifier, paths: Sequence) -> list[str]:
     """The top label of every image, through the same decode and preprocessing as serving."""
-    labels: list[str] = []
+    return [prediction.label for prediction in top1_scored(classifier, paths)]
+
+
+def top1_scored(classifier: Classifier, paths: Sequence) -> list[Prediction]:
+    """The top label and its probability for every image, decoded and preprocessed as when serving."""
+    best: list[Prediction] = []
     for start in range(0, len(paths), BATCH_SIZE):
         images = [read_image(p, min_side=classifier.min_side).image for p in paths[start : start + BATCH_SIZE]]
-        labels += [ranked[0].label for ranked in classifier.predict(images, top_k=1)]
-    return labels
+        best += [ranked[0] for ranked in classifier.predict(images, top_k=1)]
+    return best
 
 
 def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:

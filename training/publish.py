@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +77,31 @@ class VersionFiles:
     datasets: dict[str, dict]  # name -> fingerprint, images, by_source
     train_counts: dict[str, int]
     confusion_png: Path
+    reference_scores: list[float] = field(default_factory=list)  # top-1 probabilities on the eval split (drift)
 
     def write(self, folder: Path) -> None:
         from transformers import AutoImageProcessor
 
         self.model.save_pretrained(folder)
         AutoImageProcessor.from_pretrained(self.processor_source).save_pretrained(folder)
-        summary = {"metrics": self.metrics, "comparison": self.comparison, "gate": self.gate}
-        (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+        (folder / METRICS_FILE).write_text(json.dumps(self.summary(), indent=2))
         (folder / CONFUSION_FILE).write_bytes(self.confusion_png.read_bytes())
         self.card().save(folder / "README.md")
+
+    def summary(self) -> dict[str, Any]:
+        """metrics.json: the evaluation plus what the Model tab shows (classifr.model_overview reads it)."""
+        return {
+            "metrics": self.metrics,
+            "comparison": self.comparison,
+            "gate": self.gate,
+            "train_counts": dict(self.train_counts),
+            "hyperparameters": dict(self.hyperparameters),
+            "strategy": self.strategy,
+            "labels_added": list(self.labels_added),
+            "datasets": dict(self.datasets),
+            "parent": self.parent,
+            "reference_scores": list(self.reference_scores),
+        }
 
     def card(self) -> ModelCard:
         data = ModelCardData(
