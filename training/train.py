@@ -35,9 +35,10 @@ from classifr.labels import LabelSet
 from classifr.model import Classifier, configure_runtime
 from classifr.registry import ModelRegistry
 from training import head as head_training
+from training.anchors import traffic_anchors
 from training.data import TrainingData, collect, external_dataset
 from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
-from training.evaluation import top1
+from training.evaluation import top1, top1_scored
 from training.gate import GateResult, check_gate
 from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
 from training.publish import VersionFiles, publish
@@ -62,6 +63,7 @@ class TrainOptions:
     epochs: int = 10
     seed: int = 0
     progress: bool = True
+    traffic_anchors: bool = True  # use recent predictions from the log as anchors (head strategy, added labels)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -98,6 +100,7 @@ class _Trained:
     parent_predictions: list[str]
     hyperparameters: dict[str, Any]
     warnings: list[str]
+    scores: list[float]  # top-1 probability on each eval image: the reference for drift monitoring
 
 
 def run(
@@ -127,7 +130,7 @@ def run(
     run_name = f"{options.strategy}-from-{parent_version}"
     with RunTracker.start(folder=tracking_folder(settings), run_name=run_name, config=asdict(options)) as tracker:
         with clock("train"):
-            trained = _train(parent, data, labels, added, options, settings, report, tracker)
+            trained = _train(parent, data, labels, added, options, settings, report, tracker, registry)
         references = [s.label for s in data.test]
         if not references:
             raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
@@ -147,6 +150,7 @@ def run(
                 strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
                 comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
                 gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
+                reference_scores=[round(score, 5) for score in trained.scores],
             )
             info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
         promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
@@ -164,14 +168,15 @@ def run(
 
 
 def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-           settings: Settings, report: Callable[[str, float], None], tracker: RunTracker) -> _Trained:
+           settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
+           registry: ModelRegistry) -> _Trained:
     if options.strategy == "full":
         return _train_full(parent, data, labels, added, options, tracker)
-    return _train_head(parent, data, labels, added, options, settings, report)
+    return _train_head(parent, data, labels, added, options, settings, report, registry)
 
 
 def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-                settings: Settings, report: Callable[[str, float], None]) -> _Trained:
+                settings: Settings, report: Callable[[str, float], None], registry: ModelRegistry) -> _Trained:
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     cache = EmbeddingCache(settings.cache_dir / "embeddings", backbone_fingerprint(parent))
     samples = list(data.train) + list(data.test)
@@ -186,8 +191,7 @@ def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added:
     if options.new_head:
         weights = head_training.train_new_head(train_x, train_y, len(labels), l2=options.l2)
     else:
-        new = {name.casefold() for name in added}
-        anchors = train_x[[s.label.casefold() not in new for s in data.train]]
+        anchors, anchor_counts = _anchors(train_x, data, added, parent.version, settings, registry, options)
         if added and len(anchors) < head_training.MIN_ANCHORS:
             warnings.append(
                 f"only {len(anchors)} anchor images (not of a new label); with fewer than "
@@ -199,16 +203,35 @@ def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added:
         )
     model = with_head(parent.model, labels, weights.weight, weights.bias)
     test = torch.from_numpy(test_x)
-    predictions = (test @ weights.weight.T + weights.bias).argmax(-1).tolist()
+    best = (test @ weights.weight.T + weights.bias).softmax(-1).max(-1)
+    predictions = best.indices.tolist()
     parent_predictions = parent_head(test).argmax(-1).tolist()
     return _Trained(
         model=model,
         predictions=[labels.names[i] for i in predictions],
         parent_predictions=[parent.labels.names[i] for i in parent_predictions],
         hyperparameters={"l2": options.l2, "anchor_weight": options.anchor_weight, "new_head": options.new_head,
-                         "optimizer": "L-BFGS", "iterations": weights.iterations},
+                         "optimizer": "L-BFGS", "iterations": weights.iterations,
+                         **({} if options.new_head else anchor_counts)},
         warnings=warnings,
+        scores=best.values.tolist(),
     )
+
+
+def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_version: str, settings: Settings,
+             registry: ModelRegistry, options: TrainOptions) -> tuple[np.ndarray, dict[str, int]]:
+    """Images that are not of a new label: the project's own, plus recent traffic from the prediction log."""
+    new = {name.casefold() for name in added}
+    project = train_x[[s.label.casefold() not in new for s in data.train]]
+    traffic = np.zeros((0, train_x.shape[1]), np.float32)
+    if added and options.traffic_anchors:
+        found = traffic_anchors(settings, registry, parent_version, exclude_labels=added,
+                                exclude_sha256={s.sha256 for s in (*data.train, *data.test)})
+        if len(found) and found.shape[1] == train_x.shape[1]:
+            traffic = found
+    counts = {"project_anchors": len(project), "traffic_anchors": len(traffic)}
+    logger.info("anchors: %d project images, %d from served traffic", len(project), len(traffic))
+    return np.concatenate([project, traffic]) if len(traffic) else project, counts
 
 
 def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
@@ -232,9 +255,11 @@ def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added:
         on_epoch=lambda record: tracker.log(record, step=record["steps"]),  # learning curves, per epoch
     )
     trained = Classifier(result.model, parent.preprocess, version="candidate")
+    best = top1_scored(trained, [s.path for s in data.test])
     return _Trained(
         model=result.model,
-        predictions=top1(trained, [s.path for s in data.test]),
+        predictions=[p.label for p in best],
+        scores=[p.score for p in best],
         parent_predictions=top1(parent, [s.path for s in data.test]),
         hyperparameters={**asdict(config), "best_epoch": result.best_epoch},
         warnings=[],
@@ -296,6 +321,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="head strategy: weight of keeping the parent's answers on anchor images")
     parser.add_argument("--epochs", type=int, default=10, help="full strategy: epochs (early stopping may end sooner)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-traffic-anchors", action="store_true",
+                        help="head strategy: do not use recent served predictions as anchors when adding labels")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--progress-file", type=Path, metavar="FILE",
                         help="append progress as JSON lines {stage, fraction} (the app's Train tab reads it)")
@@ -314,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = TrainOptions(
             parent=args.parent, strategy=args.strategy, new_head=args.new_head, datasets=tuple(args.dataset),
             promote=args.promote, l2=args.l2, anchor_weight=args.anchor_weight, epochs=args.epochs, seed=args.seed,
-            progress=not args.quiet,
+            progress=not args.quiet, traffic_anchors=not args.no_traffic_anchors,
         )
         outcome = run(settings, options, on_progress=_progress_writer(args.progress_file))
     except ClassifrError as err:
