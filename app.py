@@ -5,13 +5,21 @@ README). Nothing is built at import: the services and the UI are created in main
 """
 
 import logging
+import signal
 
 from classifr.config import Settings
 from classifr.ui.app import serve
 
 
+def _stop_on_sigterm(_signum, _frame) -> None:
+    # A Space (or systemd, or docker stop) ends the app with SIGTERM: leave through the same path as
+    # Ctrl+C, so the prediction log and the dataset sync write what they still hold.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     serve(Settings.from_env())
 
 

@@ -8,11 +8,14 @@ from importlib import resources
 from pathlib import Path
 
 import gradio as gr
+from fastapi.responses import Response
 
 from classifr.config import Settings
 from classifr.model import configure_runtime
 from classifr.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
+from classifr.ui.model import build_model_tab
+from classifr.ui.monitor import build_monitor_tab
 from classifr.ui.teach import build_teach_tab
 from classifr.ui.train import build_train_tab
 from classifr.ui.versions import build_versions_tab
@@ -45,6 +48,10 @@ def build_app(service: ClassifrService) -> gr.Blocks:
         if service.registry is not None:
             with gr.Tab("Train"):
                 build_train_tab(service, demo)
+        with gr.Tab("Monitor"):
+            build_monitor_tab(service, demo)
+        with gr.Tab("Model"):
+            build_model_tab(service, demo)
         with gr.Tab("Versions"):
             build_versions_tab(service, demo)
     return demo
@@ -61,19 +68,32 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     demo.queue(default_concurrency_limit=4)
     logger.info("Classifr ready in %.1f s, serving %s", time.perf_counter() - started, service.serving_version)
     try:
-        _launch(demo, settings, block)
+        _launch(demo, service, block)
     finally:
         if block:
             service.close()  # push the dataset's last changes to the Hub before exiting
     return demo
 
 
-def _launch(demo: gr.Blocks, settings: Settings, block: bool) -> None:
+def _launch(demo: gr.Blocks, service: ClassifrService, block: bool) -> None:
+    settings = service.settings
     demo.launch(
         server_name=settings.server_name,
         server_port=settings.server_port,
         max_file_size=settings.max_image_bytes,
         show_error=True,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         allowed_paths=[str(p) for p in [settings.examples_dir] if p],
     )
+    add_metrics_route(demo, service)
+    if block:
+        demo.block_thread()
+
+
+def add_metrics_route(demo: gr.Blocks, service: ClassifrService) -> None:
+    """Prometheus scrapes `GET /metrics` on the app's own server: no second port to open on a Space."""
+
+    def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    demo.app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -29,6 +29,16 @@ def _status(result: PredictionResult) -> str:
     return f"**{top.label}** ({top.score:.1%}) · model version `{result.version}`"
 
 
+def origin_of(request: gr.Request | None) -> str:
+    """"api" for gradio_client callers (it sends `x-gradio-user: api`), else "ui".
+
+    A batched event sees only the first request of its batch, so a batch mixing both is counted
+    as its first caller's origin.
+    """
+    headers = getattr(request, "headers", None) or {}
+    return "api" if headers.get("x-gradio-user") == "api" else "ui"
+
+
 def make_predict(service: ClassifrService):
     """The batched `predict` event: lists in, one list per output component out.
 
@@ -36,10 +46,10 @@ def make_predict(service: ClassifrService):
     that happens to share its batch.
     """
 
-    def predict(paths: list[str | None]) -> tuple[list, list, list]:
+    def predict(paths: list[str | None], request: gr.Request) -> tuple[list, list, list]:
         present = [p for p in paths if p]
         names = [Path(p).name for p in present]
-        results = iter(service.predict_batch(present, names=names))
+        results = iter(service.predict_batch(present, names=names, origin=origin_of(request)))
         labels, payloads, statuses = [], [], []
         for path in paths:
             if not path:

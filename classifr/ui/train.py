@@ -64,12 +64,21 @@ def version_metrics(service: ClassifrService, ref: str) -> tuple[str, dict[str, 
     return version, json.loads(path.read_text()) if path.is_file() else {}
 
 
-def comparison_table(service: ClassifrService) -> dict:
+def comparison_table(service: ClassifrService, left: str = "production", right: str = "candidate") -> dict:
+    """The eval metrics of two versions (or aliases) side by side."""
     if service.registry is None:
-        return {"headers": ["metric", "production", "candidate"], "data": []}
-    (prod, p), (cand, c) = version_metrics(service, "production"), version_metrics(service, "candidate")
+        return {"headers": ["metric", left, right], "data": []}
+    (a, p), (b, c) = version_metrics(service, left), version_metrics(service, right)
     rows = [[name, _value(p, path), _value(c, path)] for name, path in METRIC_ROWS]
-    return {"headers": ["metric", f"production ({prod})", f"candidate ({cand})"], "data": rows}
+    per_class = sorted(set(p.get("metrics", {}).get("per_class", {})) | set(c.get("metrics", {}).get("per_class", {})))
+    rows += [[f"F1 of {label}", _f1(p, label), _f1(c, label)] for label in per_class]
+    header = [f"{left} ({a})" if a != left else a, f"{right} ({b})" if b != right else b]
+    return {"headers": ["metric", *header], "data": rows}
+
+
+def _f1(metrics: dict, label: str) -> str:
+    value = metrics.get("metrics", {}).get("per_class", {}).get(label, {}).get("f1")
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _value(metrics: dict, path: tuple[str, str]) -> str:

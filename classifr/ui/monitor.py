@@ -1,0 +1,320 @@
+"""The Monitor tab: live traffic per version from the prediction log, where the model fails, drift,
+the eval metrics of every version, and the canary.
+
+Everyone may look, and review low-confidence predictions (that is contributing); changing the
+canary share or promoting needs the maintainer password, as in the Train tab.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from classifr.errors import ClassifrError
+from classifr.monitor_report import WINDOWS, monitor_summary, window_start
+from classifr.service import ClassifrService
+from classifr.text import escape_markdown
+from classifr.ui.feedback import username_of
+from classifr.ui.train import comparison_table, require_maintainer
+
+logger = logging.getLogger(__name__)
+
+ALL_VERSIONS = "all versions"
+GALLERY_SIZE = 18
+SUMMARY_HEADERS = [
+    "version", "serving as", "predictions", "mean confidence", "low confidence", "with feedback", "corrected",
+    "accuracy on feedback", "latency p50 (ms)", "latency p95 (ms)", "drift (PSI)",
+]
+VERSION_HEADERS = ["version", "parent", "aliases", "strategy", "labels", "labels added", "accuracy", "macro F1", "gate"]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def serving_roles(service: ClassifrService) -> dict[str, str]:
+    roles = {"production": service.serving_version}
+    if service.candidate_version:
+        roles["candidate"] = service.candidate_version
+    return roles
+
+
+# --- the numbers -----------------------------------------------------------------------------
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list]:
+    roles = {version: role for role, version in summary["serving"].items()}
+    rows = []
+    for version, row in summary["by_version"].items():
+        drift = row["drift"]
+        psi = "n/a" if drift["value"] is None else f"{drift['value']:.3f}" + (" ALERT" if drift["alert"] else "")
+        rows.append([
+            version, roles.get(version, "—"), row["predictions"], round(row["mean_confidence"], 3),
+            _pct(row["low_confidence_share"]), _pct(row["feedback_share"]), _pct(row["corrected_share"]),
+            _pct(row["accuracy_on_feedback"]), round(row["latency_ms"]["p50"], 1), round(row["latency_ms"]["p95"], 1), psi,
+        ])
+    return rows
+
+
+def alerts_markdown(summary: dict[str, Any]) -> str:
+    """Drift alerts first (they are why a maintainer opens this tab), then one line per version."""
+    if not summary["total"]:
+        return "No predictions in this window yet. Classify some images, then refresh."
+    lines = []
+    for version, row in summary["by_version"].items():
+        drift = row["drift"]
+        text = escape_markdown(drift["message"])
+        lines.append(f"- **⚠ Drift alert on {version}:** {text}" if drift["alert"] else f"- {version}: {text}")
+    lost = summary["log"]["dropped"] + summary["log"]["failed"]
+    if lost:
+        lines.append(f"- **⚠ {lost} predictions could not be logged** (queue full or write errors; see the server log).")
+    return "\n".join(lines)
+
+
+def bucket_seconds(since: float | None, now: float) -> float:
+    """About 60 points or fewer across the window: minutes for an hour, hours for days."""
+    span = max(now - since, 60.0) if since is not None else 30 * 86400.0
+    for bucket in (60.0, 300.0, 1800.0, 3600.0, 6 * 3600.0):
+        if span / bucket <= 60:
+            return bucket
+    return 86400.0
+
+
+def volume_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["start", "version", "predictions"])
+    frame["time"] = pd.to_datetime(frame["start"], unit="s", utc=True)
+    return frame[["time", "version", "predictions"]]
+
+
+def confidence_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["low", "high", "predictions"])
+    frame["confidence"] = [f"{low:.1f}–{high:.1f}" for low, high in zip(frame["low"], frame["high"])]
+    return frame[["confidence", "predictions"]]
+
+
+def confusion_rows(summary: dict[str, Any]) -> list[list]:
+    return [[row["predicted"], row["true"], row["count"]] for row in summary["corrections"]]
+
+
+def version_rows(service: ClassifrService) -> list[list]:
+    rows = []
+    for info in reversed(service.list_versions()):
+        meta = info.metadata
+        gate = meta.get("gate_passed")
+        rows.append([
+            info.version, info.parent or "—", ", ".join(info.aliases), meta.get("strategy", "pretrained"), info.num_labels,
+            ", ".join(meta.get("labels_added") or []), _pct(meta.get("accuracy")), _pct(meta.get("macro_f1")),
+            "n/a" if gate is None else ("passed" if gate else "failed"),
+        ])
+    return rows
+
+
+# --- images from the log ---------------------------------------------------------------------
+
+
+def logged_image(service: ClassifrService, prediction_id: str) -> Image.Image | None:
+    data = service.prediction_log.image(prediction_id)
+    return Image.open(io.BytesIO(data)) if data else None
+
+
+def gallery_items(service: ClassifrService, rows: list[dict], caption) -> tuple[list, list[dict]]:
+    """(gallery value, the rows shown) for rows that still have their image."""
+    items, shown = [], []
+    for row in rows:
+        picture = logged_image(service, row["id"]) if row.get("has_image", True) else None
+        if picture is not None:
+            items.append((picture, caption(row)))
+            shown.append(row)
+    return items, shown
+
+
+def bad_caption(row: dict) -> str:
+    return f"{row['label']} ({row['score']:.0%}) → {row['true_label']} · {row['version']}"
+
+
+def good_caption(row: dict) -> str:
+    return f"{row['label']} ({row['score']:.0%}) · {row['version']}"
+
+
+def review_caption(row: dict) -> str:
+    return f"{row['label']}? ({row['score']:.0%}) · {row['version']}"
+
+
+# --- the tab ---------------------------------------------------------------------------------
+
+
+def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
+    if service.prediction_log is None:
+        gr.Markdown("The prediction log is off (`CLASSIFR_PREDICTION_LOG=0`): there is nothing to monitor.")
+        return
+    log = service.prediction_log
+    with gr.Row():
+        window = gr.Dropdown(list(WINDOWS), value="24h", label="Time window", elem_id="monitor-window")
+        version = gr.Dropdown([ALL_VERSIONS], value=ALL_VERSIONS, label="Version", elem_id="monitor-version")
+        refresh = gr.Button("Refresh", elem_id="monitor-refresh")
+    alerts = gr.Markdown(elem_id="monitor-alerts")
+    table = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per version", interactive=False, elem_id="monitor-summary")
+    with gr.Row():
+        volume = gr.LinePlot(x="time", y="predictions", color="version", title="Predictions over time")
+        confidence = gr.BarPlot(x="confidence", y="predictions", title="Top-1 confidence")
+    labels = gr.BarPlot(x="label", y="predictions", title="Predicted labels (top 20)", sort="-y")
+    summary_json = gr.JSON(visible=False)
+
+    gr.Markdown("### Bad predictions: corrected by contributors\nClick one to see why the model decided.")
+    bad = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-bad", label="Corrected")
+    bad_rows = gr.State([])
+    why = gr.Image(label="Why (Grad-CAM of the predicted label, by the serving version)", visible=False, height=320)
+    why_caption = gr.Markdown()
+    gr.Markdown("### Good predictions: confirmed by contributors")
+    good = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-good", label="Confirmed")
+
+    gr.Markdown(
+        "### Review queue: the least confident predictions\n"
+        "Pick one, then confirm or correct it: it goes into the project dataset like any correction."
+    )
+    review = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-review", label="To review")
+    review_rows = gr.State([])
+    picked = gr.State(None)
+    with gr.Row():
+        review_label = gr.Dropdown(service.label_choices(), label="The right label", filterable=True,
+                                   allow_custom_value=True, elem_id="monitor-review-label")
+        review_confirm = gr.Button("Confirm the prediction", elem_id="monitor-review-confirm")
+        review_correct = gr.Button("Correct: store my label", elem_id="monitor-review-correct")
+    review_status = gr.Markdown(elem_id="monitor-review-status")
+
+    with gr.Row():
+        confusion = gr.Dataframe(headers=["predicted", "true label", "corrections"], interactive=False,
+                                 label="Confusions from corrections", elem_id="monitor-confusion")
+        versions_table = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, label="Eval metrics of every version",
+                                      elem_id="monitor-versions")
+    with gr.Row():
+        left = gr.Dropdown(label="Compare", value="production", allow_custom_value=True)
+        right = gr.Dropdown(label="with", value="candidate", allow_custom_value=True)
+    side_by_side = gr.Dataframe(interactive=False, label="Side by side (eval split)", elem_id="monitor-compare")
+
+    gr.Markdown("### Canary: serve a share of traffic with the candidate")
+    canary_status = gr.Markdown(elem_id="monitor-canary")
+    with gr.Row():
+        password = gr.Textbox(label="Maintainer password", type="password", elem_id="monitor-password")
+        share = gr.Slider(0, 50, value=service.canary_share * 100, step=5, label="Candidate share (%)")
+        apply_share = gr.Button("Apply", elem_id="monitor-canary-apply")
+        promote = gr.Button("Promote the candidate", variant="primary", elem_id="monitor-promote")
+
+    def canary_text() -> str:
+        candidate = service.candidate_version
+        if candidate is None:
+            return "The canary is off: production serves every prediction."
+        return (f"**{candidate}** (candidate) serves {service.canary_share:.0%} of predictions, "
+                f"**{service.serving_version}** (production) the rest. Compare them in the table above.")
+
+    def show(window_name: str, selected: str):
+        since = window_start(window_name)
+        chosen = None if selected in (None, ALL_VERSIONS) else selected
+        summary = monitor_summary(log, registry=service.registry, since=since, serving=serving_roles(service))
+        now = time.time()
+        bad_items, bad_shown = gallery_items(service, log.gallery("corrected", version=chosen, limit=GALLERY_SIZE), bad_caption)
+        good_items, _ = gallery_items(service, log.gallery("confirmed", version=chosen, limit=GALLERY_SIZE), good_caption)
+        review_items, review_shown = gallery_items(service, log.review_queue(version=chosen, limit=GALLERY_SIZE), review_caption)
+        names = [ALL_VERSIONS, *summary["by_version"]]
+        refs = [v.version for v in service.list_versions()]
+        return (
+            gr.update(choices=names, value=selected if selected in names else ALL_VERSIONS),
+            alerts_markdown(summary),
+            summary_rows(summary),
+            volume_frame(log.volume(bucket_s=bucket_seconds(since, now), version=chosen, since=since)),
+            confidence_frame(log.confidence_histogram(version=chosen, since=since)),
+            pd.DataFrame(log.label_distribution(version=chosen, since=since, limit=20), columns=["label", "predictions"]),
+            summary,
+            bad_items, bad_shown, good_items, review_items, review_shown,
+            confusion_rows(summary), version_rows(service),
+            gr.update(choices=["production", "candidate", *refs]), gr.update(choices=["production", "candidate", *refs]),
+            canary_text(),
+        )
+
+    outputs = [version, alerts, table, volume, confidence, labels, summary_json, bad, bad_rows, good, review,
+               review_rows, confusion, versions_table, left, right, canary_status]
+
+    def explain_bad(rows: list[dict], event: gr.SelectData):
+        row = rows[event.index]
+        data = log.image(row["id"])
+        if data is None:
+            return gr.update(visible=False), "This image is no longer kept (the log keeps the newest ones)."
+        try:
+            result = service.explain(data, method="gradcam", target=row["label"], name=f"prediction {row['id'][:8]}")
+        except (ClassifrError, ValueError) as err:
+            return gr.update(visible=False), f"Cannot explain it with {service.serving_version}: {escape_markdown(str(err))}"
+        return (gr.update(value=result.picture, visible=True),
+                f"{escape_markdown(row['version'])} said **{escape_markdown(row['label'])}** ({row['score']:.0%}); "
+                f"the contributor said **{escape_markdown(row['true_label'])}**.")
+
+    def pick(rows: list[dict], event: gr.SelectData):
+        row = rows[event.index]
+        return row, gr.update(value=row["label"])
+
+    def store(row: dict | None, label: str | None, confirm: bool, request: gr.Request, profile: gr.OAuthProfile | None):
+        if not row:
+            raise gr.Error("Pick a prediction in the review queue first.")
+        data = log.image(row["id"])
+        if data is None:
+            raise gr.Error("This image is no longer kept; refresh the queue.")
+        chosen_label = row["label"] if confirm else label
+        if not chosen_label:
+            raise gr.Error("Choose the right label first.")
+        prediction = {"id": row["id"], "version": row["version"],
+                      "predictions": [{"label": l, "score": s} for l, s in row["topk"]]}
+        try:
+            result = service.record_feedback(data, chosen_label, prediction=prediction,
+                                             contributor=username_of(request, profile), name=f"review-{row['id'][:8]}.jpg")
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        if not result.ok:
+            raise gr.Error(f"Not stored: {result.reason}")
+        log.flush()
+        return f"Stored as **{escape_markdown(result.label)}** ({result.status}).", None
+
+    def set_share(secret: str | None, percent: float):
+        require_maintainer(service, secret)
+        try:
+            service.set_canary_share(percent / 100)
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        return canary_text()
+
+    def promote_candidate(secret: str | None):
+        require_maintainer(service, secret)
+        try:
+            info = service.promote("candidate")
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        return f"Production is now **{info.version}**; new requests use it. " + canary_text()
+
+    hidden = dict(api_visibility="undocumented")
+    refresh.click(show, inputs=[window, version], outputs=outputs, api_name="monitor")
+    window.change(show, inputs=[window, version], outputs=outputs, **hidden)
+    version.input(show, inputs=[window, version], outputs=outputs, **hidden)
+    demo.load(show, inputs=[window, version], outputs=outputs, **hidden)
+    bad.select(explain_bad, inputs=bad_rows, outputs=[why, why_caption], concurrency_id="explain", **hidden)
+    review.select(pick, inputs=review_rows, outputs=[picked, review_label], **hidden)
+    teach = dict(concurrency_limit=2, concurrency_id="teach")
+    def confirm_review(row: dict | None, label: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
+        return store(row, label, True, request, profile)
+
+    def correct_review(row: dict | None, label: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
+        return store(row, label, False, request, profile)
+
+    for button, action in ((review_confirm, confirm_review), (review_correct, correct_review)):
+        button.click(action, inputs=[picked, review_label], outputs=[review_status, picked], **teach, **hidden).then(
+            show, inputs=[window, version], outputs=outputs, **hidden
+        )
+    for dropdown in (left, right):
+        dropdown.change(lambda a, b: comparison_table(service, a, b), inputs=[left, right], outputs=side_by_side, **hidden)
+    demo.load(lambda a, b: comparison_table(service, a, b), inputs=[left, right], outputs=side_by_side, **hidden)
+    maintainer = dict(concurrency_limit=1, concurrency_id="maintainer")
+    apply_share.click(set_share, inputs=[password, share], outputs=canary_status, api_name="set_canary", **maintainer)
+    promote.click(promote_candidate, inputs=password, outputs=canary_status, api_name="promote_candidate", **maintainer)
