@@ -35,7 +35,7 @@ from classifr.labels import LabelSet
 from classifr.model import Classifier, configure_runtime
 from classifr.registry import ModelRegistry
 from training import head as head_training
-from training.anchors import traffic_anchors
+from training.anchors import look_alikes, traffic_anchors
 from training.data import TrainingData, collect, external_dataset
 from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
 from training.evaluation import top1, top1_scored
@@ -222,15 +222,20 @@ def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_v
              registry: ModelRegistry, options: TrainOptions) -> tuple[np.ndarray, dict[str, int]]:
     """Images that are not of a new label: the project's own, plus recent traffic from the prediction log."""
     new = {name.casefold() for name in added}
-    project = train_x[[s.label.casefold() not in new for s in data.train]]
+    labels = [s.label.casefold() for s in data.train]
+    project = train_x[[label not in new for label in labels]]
     traffic = np.zeros((0, train_x.shape[1]), np.float32)
+    look_alike = 0
     if added and options.traffic_anchors:
         found = traffic_anchors(settings, registry, parent_version, exclude_labels=added,
                                 exclude_sha256={s.sha256 for s in (*data.train, *data.test)})
         if len(found) and found.shape[1] == train_x.shape[1]:
-            traffic = found
-    counts = {"project_anchors": len(project), "traffic_anchors": len(traffic)}
-    logger.info("anchors: %d project images, %d from served traffic", len(project), len(traffic))
+            by_label = [train_x[[label == name.casefold() for label in labels]] for name in added]
+            mask = look_alikes(found, by_label)
+            traffic, look_alike = found[~mask], int(mask.sum())
+    counts = {"project_anchors": len(project), "traffic_anchors": len(traffic), "traffic_look_alikes_left_out": look_alike}
+    logger.info("anchors: %d project images, %d from served traffic (%d look like a new label, left out)",
+                len(project), len(traffic), look_alike)
     return np.concatenate([project, traffic]) if len(traffic) else project, counts
 
 

@@ -161,9 +161,9 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     alerts = gr.Markdown(elem_id="monitor-alerts")
     table = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per version", interactive=False, elem_id="monitor-summary")
     with gr.Row():
-        volume = gr.LinePlot(x="time", y="predictions", color="version", title="Predictions over time")
-        confidence = gr.BarPlot(x="confidence", y="predictions", title="Top-1 confidence")
-    labels = gr.BarPlot(x="label", y="predictions", title="Predicted labels (top 20)", sort="-y")
+        volume = gr.LinePlot(x="time", y="predictions", color="version", title="Predictions over time", y_lim=[0, None])
+        confidence = gr.BarPlot(x="confidence", y="predictions", title="Top-1 confidence", y_lim=[0, None])
+    labels = gr.BarPlot(x="label", y="predictions", title="Predicted labels (top 20)", sort="-y", y_lim=[0, None])
     summary_json = gr.JSON(visible=False)
 
     gr.Markdown("### Bad predictions: corrected by contributors\nClick one to see why the model decided.")
@@ -182,7 +182,7 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     review_rows = gr.State([])
     picked = gr.State(None)
     with gr.Row():
-        review_label = gr.Dropdown(service.label_choices(), label="The right label", filterable=True,
+        review_label = gr.Dropdown(service.label_choices(), value=None, label="The right label", filterable=True,
                                    allow_custom_value=True, elem_id="monitor-review-label")
         review_confirm = gr.Button("Confirm the prediction", elem_id="monitor-review-confirm")
         review_correct = gr.Button("Correct: store my label", elem_id="monitor-review-correct")
