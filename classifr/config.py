@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,15 @@ def _folder(env: Mapping[str, str], name: str) -> Path | None:
     if not path.is_dir():
         raise ConfigError(f"{name} must be an existing folder, got {raw!r}")
     return path
+
+
+def _org(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", raw):
+        raise ConfigError(f"{name} must be a Hugging Face organisation name, got {raw!r}")
+    return raw
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -111,6 +121,7 @@ class Settings:
     dataset_license: str = "cc-by-4.0"  # the licence contributions are shared under (shown in the app and card)
     admin_password: str | None = field(default=None, repr=False)  # CLASSIFR_ADMIN_PASSWORD: maintainer actions
     hf_oauth: bool = False  # a Space with `hf_oauth: true` (it sets OAUTH_CLIENT_ID): offer "Sign in with HF"
+    maintainer_org: str | None = None  # CLASSIFR_MAINTAINER_ORG: members of this Hub org are maintainers (with HF sign-in)
     prediction_log: bool = True  # CLASSIFR_PREDICTION_LOG=0 turns the SQLite prediction log off
     store_images: bool = True  # CLASSIFR_STORE_IMAGES=0: log predictions without keeping a copy of the image
     max_stored_images: int = 2000  # the newest N logged images are kept (about 30 KB each), older ones deleted
@@ -158,6 +169,7 @@ class Settings:
             dataset_license=_license(env, "CLASSIFR_DATASET_LICENSE", "cc-by-4.0"),
             admin_password=env.get("CLASSIFR_ADMIN_PASSWORD", "") or None,
             hf_oauth=bool(env.get("OAUTH_CLIENT_ID", "").strip()),
+            maintainer_org=_org(env, "CLASSIFR_MAINTAINER_ORG"),
             prediction_log=_switch(env, "CLASSIFR_PREDICTION_LOG", True),
             store_images=_switch(env, "CLASSIFR_STORE_IMAGES", True),
             max_stored_images=_int(env, "CLASSIFR_MAX_STORED_IMAGES", 2000, minimum=0, maximum=10_000_000),

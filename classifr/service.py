@@ -100,6 +100,7 @@ class ClassifrService:
         self.dataset = dataset or ProjectDataset(settings.dataset_dir, limits=self.limits)
         self.sync: Any = None  # a classifr.dataset_sync.DatasetSync when CLASSIFR_DATASET_REPO is set
         self.prediction_log = prediction_log
+        self.hf_api: Any = None  # the injected Hub client (tests), else huggingface_hub's default
         self.metrics = ServingMetrics()
         self._lock = threading.Lock()
         self._classifier = classifier
@@ -126,6 +127,7 @@ class ClassifrService:
             service.refresh()  # loads the canary's candidate, if any
         from classifr.dataset_sync import open_sync
 
+        service.hf_api = hf_api
         service.sync = open_sync(settings, service.dataset, hf_api=hf_api, known=service.known_labels)
         return service
 

@@ -97,3 +97,14 @@ def test_a_run_can_be_cancelled_and_nothing_is_published(client, maintainer_app)
     assert sorted(p.name for p in (maintainer_app["home"] / "registry" / "versions").iterdir()) == before
     with pytest.raises(Exception, match="no training run"):
         client.predict(PASSWORD, api_name="/cancel_training")
+
+
+def test_external_datasets_for_a_run_are_one_per_line_and_never_options():
+    import gradio as gr
+
+    from classifr.ui.train import dataset_sources
+
+    assert dataset_sources(" ../shared/datasets/cifar10 \n\n owner/name \n") == ["../shared/datasets/cifar10", "owner/name"]
+    assert dataset_sources(None) == [] and dataset_sources("   ") == []
+    with pytest.raises(gr.Error, match="cannot start with '-'"):
+        dataset_sources("--promote\nalways")

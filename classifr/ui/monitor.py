@@ -278,16 +278,16 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         log.flush()
         return f"Stored as **{escape_markdown(result.label)}** ({result.status}).", None
 
-    def set_share(secret: str | None, percent: float):
-        require_maintainer(service, secret)
+    def set_share(secret: str | None, percent: float, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
         try:
             service.set_canary_share(percent / 100)
         except ClassifrError as err:
             raise gr.Error(str(err)) from err
         return canary_text()
 
-    def promote_candidate(secret: str | None):
-        require_maintainer(service, secret)
+    def promote_candidate(secret: str | None, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
         try:
             info = service.promote("candidate")
         except ClassifrError as err:

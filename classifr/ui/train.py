@@ -6,13 +6,13 @@ CLASSIFR_ADMIN_PASSWORD; without it they are switched off. Everyone may watch th
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
 
 import gradio as gr
 
+from classifr import access
 from classifr.errors import ClassifrError, VersionNotFoundError
 from classifr.jobs import JobState, TrainingJobs
 from classifr.service import ClassifrService
@@ -29,12 +29,25 @@ METRIC_ROWS = [
 ]
 
 
-def require_maintainer(service: ClassifrService, password: str | None) -> None:
-    expected = service.settings.admin_password
-    if not expected:
-        raise gr.Error("Maintainer actions are off: start the app with CLASSIFR_ADMIN_PASSWORD set.")
-    if not hmac.compare_digest((password or "").encode(), expected.encode()):
-        raise gr.Error("Wrong maintainer password.")
+def require_maintainer(service: ClassifrService, password: str | None, oauth_token: gr.OAuthToken | None = None) -> None:
+    """The password, or HF sign-in as a member of CLASSIFR_MAINTAINER_ORG; a gr.Error otherwise."""
+    try:
+        how = access.require_maintainer(
+            service.settings, password=password, oauth_token=oauth_token.token if oauth_token else None,
+            hf_api=service.hf_api,
+        )
+    except access.NotAMaintainerError as err:
+        raise gr.Error(str(err)) from err
+    logger.info("maintainer action allowed by %s", how)
+
+
+def dataset_sources(text: str | None) -> list[str]:
+    """External datasets for --dataset, one per line; the training run checks each one."""
+    sources = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    for source in sources:
+        if source.startswith("-"):
+            raise gr.Error(f"a dataset source cannot start with '-': {source!r}")
+    return sources
 
 
 def describe_job(state: JobState) -> str:
@@ -100,6 +113,10 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     with gr.Row():
         new_head = gr.Checkbox(label="Fresh head: only the labels in the dataset", value=False)
         promote_mode = gr.Radio(["auto", "always", "never"], value="auto", label="Promote the result")
+    sources = gr.Textbox(
+        label="Also learn from (optional): one per line, an imagefolder or Parquet path on the server, or a Hub dataset id",
+        lines=2, value="", elem_id="train-datasets",
+    )
     with gr.Row():
         start = gr.Button("Train a new version", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel the run", elem_id="train-cancel")
@@ -110,31 +127,37 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         promote = gr.Button("Promote", elem_id="train-promote")
         rollback = gr.Button("Roll back production", elem_id="train-rollback")
 
-    def train(secret: str | None, fresh: bool, mode: str):
-        require_maintainer(service, secret)
+    def train(secret: str | None, fresh: bool, mode: str, sources: str | None, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
         arguments = ["--strategy", "head", "--promote", mode] + (["--new-head"] if fresh else [])
+        for source in dataset_sources(sources):
+            arguments += ["--dataset", source]
         try:
             return describe_job(jobs.start(arguments))
         except ClassifrError as err:
             raise gr.Error(str(err)) from err
 
-    def cancel_run(secret: str | None):
-        require_maintainer(service, secret)
+    def cancel_run(secret: str | None, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
         try:
             return describe_job(jobs.cancel())
         except ClassifrError as err:
             raise gr.Error(str(err)) from err
 
-    def change(action):
-        def run(secret: str | None, *args):
-            require_maintainer(service, secret)
-            try:
-                info = action(*args)
-            except ClassifrError as err:
-                raise gr.Error(str(err)) from err
-            return f"Production is now **{info.version}**; new requests use it.", comparison_table(service)
+    def changed(action, *args):
+        try:
+            info = action(*args)
+        except ClassifrError as err:
+            raise gr.Error(str(err)) from err
+        return f"Production is now **{info.version}**; new requests use it.", comparison_table(service)
 
-        return run
+    def promote_version(secret: str | None, ref: str, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
+        return changed(service.promote, ref)
+
+    def roll_back(secret: str | None, token: gr.OAuthToken | None):
+        require_maintainer(service, secret, token)
+        return changed(service.rollback)
 
     def watch():
         state = jobs.state()
@@ -143,10 +166,10 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         return describe_job(state), comparison_table(service)
 
     maintainer = dict(concurrency_limit=1, concurrency_id="maintainer")
-    start.click(train, inputs=[password, new_head, promote_mode], outputs=status, api_name="train", **maintainer)
+    start.click(train, inputs=[password, new_head, promote_mode, sources], outputs=status, api_name="train", **maintainer)
     cancel.click(cancel_run, inputs=password, outputs=status, api_name="cancel_training", **maintainer)
-    promote.click(change(service.promote), inputs=[password, target], outputs=[status, table], api_name="promote", **maintainer)
-    rollback.click(change(service.rollback), inputs=password, outputs=[status, table], api_name="rollback", **maintainer)
+    promote.click(promote_version, inputs=[password, target], outputs=[status, table], api_name="promote", **maintainer)
+    rollback.click(roll_back, inputs=password, outputs=[status, table], api_name="rollback", **maintainer)
     refresh = gr.Button("Refresh", size="sm", elem_id="train-refresh")
     # Everyone may watch: the Refresh button is the public `training_status` API (a Timer's tick
     # event does not answer gradio_client calls), and the timer refreshes the page every 2 s.
