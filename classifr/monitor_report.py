@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # Time windows offered in the app and the CLI: name -> seconds (None: everything).
 WINDOWS: dict[str, float | None] = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "all": None}
 BASELINE_PREDICTIONS = 500  # the reference window when a version has no eval confidences
+MIN_CURRENT = 50  # drift_report's default: fewer recent predictions give no value
 RECENT_PREDICTIONS = 1000  # drift looks at this many of the newest predictions in the window
 LOW_CONFIDENCE = 0.5
 
@@ -52,11 +53,13 @@ def version_drift(log: PredictionLog, registry: ModelRegistry | None, version: s
         # The baseline rows are the version's oldest: compare only rows that came after them.
         total = log.count(version=version)
         recent = recent[: max(0, min(len(recent), total - len(reference)))]
-    if not len(reference):
-        return DriftReport(
-            statistic="PSI of top-1 confidence", value=None, threshold=0.2, alert=False, reference=name,
-            n_reference=0, n_current=len(recent), message=f"no reference yet for {version}",
-        )
+        if len(reference) < BASELINE_PREDICTIONS:
+            return DriftReport(
+                statistic="PSI of top-1 confidence", value=None, threshold=0.2, alert=False, reference=name,
+                n_reference=len(reference), n_current=len(recent),
+                message=f"{BASELINE_PREDICTIONS + MIN_CURRENT - total} more predictions of {version} needed: its "
+                        f"first {BASELINE_PREDICTIONS} are the reference ({len(reference)} so far), then {MIN_CURRENT} to compare",
+            )
     return drift_report(reference, recent, reference_name=name)
 
 
@@ -87,8 +90,10 @@ def _eval_scores(registry: ModelRegistry | None, version: str) -> np.ndarray | N
         path = registry.local_path(version) / "metrics.json"
         if not path.is_file():
             return None
-        scores = json.loads(path.read_text()).get("reference_scores")
-    except (OSError, ValueError, KeyError) as err:
+        metrics = json.loads(path.read_text())
+        scores = metrics.get("reference_scores") if isinstance(metrics, dict) else None
+        array = np.asarray(scores if scores else [], dtype=np.float64).ravel()
+    except (OSError, ValueError, KeyError, TypeError) as err:  # a hand-edited or damaged metrics.json
         logger.warning("no eval confidences for %s: %s", version, err)
         return None
-    return np.asarray(scores, dtype=np.float64) if scores else None
+    return array if array.size and np.isfinite(array).all() else None

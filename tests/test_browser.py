@@ -70,3 +70,37 @@ def test_correct_a_prediction_in_the_browser(page, running_app, clothing_dir, tm
     row = next(r for r in rows if r["label"] == "bucket hat")
     assert row["source"] == "correction" and row["model_version"] == "v1"
     assert (running_app["home"] / "dataset" / row["file_name"]).read_bytes() == photo.read_bytes()
+
+
+def test_monitor_and_model_tabs_after_a_prediction(page, sandal_photo, tmp_path):
+    """Classify a photo, refresh the Monitor tab until v1 has a row, then read the Model tab's card."""
+    import time
+
+    from playwright.sync_api import expect
+
+    page.locator("#classify-image input[type=file]").set_input_files(str(sandal_photo))
+    expect(page.locator("#classify-status")).to_contain_text("v1", timeout=60_000)
+
+    page.get_by_role("tab", name="Monitor").click()
+    v1_row = page.locator("#monitor-summary").get_by_role("row").filter(
+        has=page.get_by_role("gridcell", name="v1", exact=True)
+    )
+    deadline = time.monotonic() + 20  # the app writes its log off the request path: refresh until it shows
+    while True:
+        page.locator("#monitor-refresh").click()
+        try:
+            expect(v1_row.first).to_be_visible(timeout=2_000)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+    expect(v1_row.first).to_contain_text("production")
+    expect(page.locator("#monitor-alerts")).to_contain_text("v1")
+    assert page.locator("#monitor-alerts").inner_text().strip()
+    page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
+
+    page.get_by_role("tab", name="Model").click()
+    card = page.locator("#model-card")
+    expect(card).to_contain_text("tf_efficientnet_lite0", timeout=15_000)
+    expect(card).to_contain_text("4,652,008")
+    page.screenshot(path=str(tmp_path / "model.png"), full_page=True)

@@ -87,7 +87,7 @@ def bucket_seconds(since: float | None, now: float) -> float:
 
 
 def volume_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["start", "version", "predictions"])
+    frame = pd.DataFrame(rows, columns=["start", "version", "predictions"]).astype({"predictions": "int64"})
     frame["time"] = pd.to_datetime(frame["start"], unit="s", utc=True)
     return frame[["time", "version", "predictions"]]
 
