@@ -100,15 +100,26 @@ class LoadedImage:
 
 
 THUMBNAIL_SIDE = 512  # large enough to review, explain and train a 224-300 px model on again
+KEEP_AS_IS_BYTES = 256 * 1024
 
 
 def jpeg_thumbnail(image: Image.Image, *, max_side: int = THUMBNAIL_SIDE, quality: int = 85) -> bytes:
     """A JPEG copy of a decoded image, its longer side at most `max_side` (the prediction log keeps these)."""
     copy = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    copy.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    # reducing_gap: a box reduction first, then bilinear; half the time of a plain bicubic resize.
+    copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     out = io.BytesIO()
     copy.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def stored_copy(loaded: LoadedImage) -> bytes:
+    """What the prediction log keeps of an input: a small JPEG as received (no re-encoding, which
+    costs milliseconds and quality), anything larger as a thumbnail of the decoded image."""
+    small = loaded.data is not None and len(loaded.data) <= KEEP_AS_IS_BYTES
+    if small and loaded.format == "JPEG" and max(loaded.original_size) <= 2 * THUMBNAIL_SIDE:
+        return loaded.data
+    return jpeg_thumbnail(loaded.image)
 
 
 def describe_limits(limits: ImageLimits) -> str:

@@ -27,7 +27,7 @@ from classifr.config import Settings
 from classifr.dataset import AddResult, Category, Example, Feedback, ProjectDataset
 from classifr.errors import ClassifrError, InvalidImageError, VersionNotFoundError
 from classifr.explain import IG_STEPS, Explainer, Explanation, StageMap
-from classifr.images import ImageLimits, LoadedImage, jpeg_thumbnail, read_image
+from classifr.images import ImageLimits, LoadedImage, read_image, stored_copy
 from classifr.model import Classifier, Prediction
 from classifr.monitoring import LoggedPrediction, PredictionLog
 from classifr.prometheus import ServingMetrics
@@ -251,7 +251,7 @@ class ClassifrService:
                 labels=tuple(p.label for p in result.predictions), scores=tuple(p.score for p in result.predictions),
                 latency_ms=latency_s * 1000, image_sha256=lambda: item.sha256,  # hashed on the writer's thread
                 width=item.original_size[0], height=item.original_size[1], nbytes=item.num_bytes,
-                embedding=embedding, thumbnail=(lambda: jpeg_thumbnail(item.image)) if self.settings.store_images else None,
+                embedding=embedding, thumbnail=(lambda: stored_copy(item)) if self.settings.store_images else None,
             )
         )
         self.metrics.log_dropped.set(self.prediction_log.dropped + self.prediction_log.failed)
