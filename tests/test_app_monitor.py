@@ -72,11 +72,12 @@ def test_the_monitor_api_shows_corrections_and_refuses_the_canary_without_a_pass
     def corrected() -> dict | None:
         outputs = client.predict("24h", "all versions", api_name="/monitor")
         summary = next(o for o in outputs if isinstance(o, dict) and "by_version" in o)
-        return summary if summary["by_version"]["v1"]["corrected"] >= 1 else None
+        pairs = {(row["predicted"], row["true"]) for row in summary["corrections"]}
+        return summary if ("sandal", "clog") in pairs else None  # other tests correct other photos
 
     summary = _wait_for(corrected)
     assert summary, "the correction did not reach the monitor"
-    assert {"predicted": "sandal", "true": "clog", "count": 1}.items() <= summary["corrections"][0].items()
+    assert summary["by_version"]["v1"]["corrected"] >= 1
     with pytest.raises(Exception, match="Maintainer actions are off"):
         client.predict("", 20, api_name="/set_canary")
 
