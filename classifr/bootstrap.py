@@ -129,13 +129,31 @@ def _card_header() -> str:
     )
 
 
+def write_default_version_with_onnx(folder: Path) -> None:
+    """v1's files plus its verified ONNX graph (model.onnx, onnx_export.json), and a line in the card.
+
+    Verified on the sample-photo set (classifr.onnx_export.sample_verification_images): v1 has no
+    eval split. A failed export leaves v1 served by PyTorch, with the reason in onnx_export.json.
+    """
+    from classifr.onnx_export import export_version
+
+    write_default_version(folder)
+    try:
+        line = export_version(folder, version="v1", quantize=False).summary()
+    except Exception as err:  # noqa: BLE001 - export_version records failures; v1 must be built regardless
+        logger.warning("ONNX export of v1 failed unexpectedly, publishing it without: %s", err)
+        line = f"not exported ({type(err).__name__}: {err})"
+    with open(folder / "README.md", "a", encoding="utf-8") as card:
+        card.write(f"- **ONNX:** {line}; `model.onnx` beside the weights when verified.\n")
+
+
 def ensure_default_version(registry: ModelRegistry) -> VersionInfo | None:
     """Publish v1 as production when the registry is empty; return it, or None if nothing was done."""
     if not registry.is_empty():
         return None
     logger.info("empty registry: building the default model (EfficientNet-Lite0, ImageNet-1k) as v1")
     return registry.publish(
-        write_default_version,
+        write_default_version_with_onnx,
         parent=None,
         metadata={"source": WEIGHTS_PACKAGE, "architecture": ARCHITECTURE, "trained_on": ["imagenet-1k"]},
         aliases=("production",),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollback = commands.add_parser("rollback", help="make the previous production version production again")
     rollback.add_argument("--json", action="store_true", help="print JSON")
+
+    export = commands.add_parser("export", help="write a version as a verified ONNX graph")
+    export.add_argument("version", metavar="V", help="a version (v3) or alias (production, candidate, latest)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="the only format: onnx")
+    export.add_argument("--out", metavar="FILE", help="where to write it (default ./<version>.onnx)")
+    export.add_argument("--json", action="store_true", help="print JSON")
 
     monitor = commands.add_parser("monitor", help="live traffic per model version, from the prediction log")
     monitor.add_argument("--window", default="all", help="1h, 24h, 7d, 30d or all (default all)")
@@ -329,6 +336,45 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Copy the version's verified ONNX graph; a version without one is exported and verified now."""
+    import tempfile
+
+    from classifr.onnx_export import copy_verified, export_version, read_export
+
+    registry = _registry(settings)
+    version = registry.resolve(args.version)
+    out = Path(args.out or f"{version}.onnx")
+    if out.is_dir() or not out.parent.is_dir():
+        print(f"classifr: error: --out must be a file in an existing folder, got {str(out)!r}", file=sys.stderr)
+        return EXIT_USAGE
+    folder = registry.local_path(version)
+    export, source = read_export(folder), "registry"
+    if export is None or not export.verified:
+        from classifr.model import configure_runtime
+
+        configure_runtime(settings.num_threads)
+        # An older version (published before ONNX exports) or one whose export failed: try now,
+        # on the sample photos; the registry's immutable version folder is never written to.
+        earlier = export.reason if export is not None else None
+        with tempfile.TemporaryDirectory(prefix="classifr-export-") as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx", "onnx_export.json"))
+            export, source = export_version(Path(tmp), version=version, quantize=False), "exported now"
+            if not export.verified:
+                before = f" (at publish: {earlier})" if earlier else ""
+                raise ClassifrError(f"cannot export {version} to ONNX: {export.reason}{before}")
+            copy_verified(Path(tmp), out)
+    else:
+        copy_verified(folder, out)
+    summary = {**export.to_json(), "version": version, "source": source, "out": str(out)}
+    text = (
+        f"wrote {out} ({version}, {source}): max |logit difference| {export.max_abs_diff:.2g}, "
+        f"top-1 agreement {export.top1_agreement:.1%} on {export.images} images (onnxruntime vs PyTorch)"
+    )
+    _print(summary, args.json, text)
+    return EXIT_OK
+
+
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     from classifr.monitor_report import monitor_summary, window_start
     from classifr.monitoring import PredictionLog
@@ -376,6 +422,7 @@ COMMANDS = {
     "monitor": cmd_monitor,
     "promote": cmd_promote,
     "rollback": cmd_rollback,
+    "export": cmd_export,
 }
 
 if __name__ == "__main__":

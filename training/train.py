@@ -64,6 +64,7 @@ class TrainOptions:
     seed: int = 0
     progress: bool = True
     traffic_anchors: bool = True  # use recent predictions from the log as anchors (head strategy, added labels)
+    onnx_int8: bool = False  # also keep an int8 ONNX graph when it loses at most 0.5 point on the eval split
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -151,6 +152,7 @@ def run(
                 comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
                 gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
                 reference_scores=[round(score, 5) for score in trained.scores],
+                eval_images=[s.path for s in data.test], eval_labels=references, onnx_int8=options.onnx_int8,
             )
             info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
         promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
@@ -326,6 +328,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="head strategy: weight of keeping the parent's answers on anchor images")
     parser.add_argument("--epochs", type=int, default=10, help="full strategy: epochs (early stopping may end sooner)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--onnx-int8", action="store_true",
+                        help="also export a dynamically quantized int8 ONNX graph, kept if within 0.5 point of float32")
     parser.add_argument("--no-traffic-anchors", action="store_true",
                         help="head strategy: do not use recent served predictions as anchors when adding labels")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -346,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = TrainOptions(
             parent=args.parent, strategy=args.strategy, new_head=args.new_head, datasets=tuple(args.dataset),
             promote=args.promote, l2=args.l2, anchor_weight=args.anchor_weight, epochs=args.epochs, seed=args.seed,
-            progress=not args.quiet, traffic_anchors=not args.no_traffic_anchors,
+            progress=not args.quiet, traffic_anchors=not args.no_traffic_anchors, onnx_int8=args.onnx_int8,
         )
         outcome = run(settings, options, on_progress=_progress_writer(args.progress_file))
     except ClassifrError as err:

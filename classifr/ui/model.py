@@ -7,6 +7,11 @@ the card's Markdown, the confusion matrix and the full overview as JSON.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,6 +19,7 @@ from PIL import Image
 
 from classifr.errors import ClassifrError
 from classifr.model_overview import ModelOverview, describe_model, describe_version, render_markdown
+from classifr.onnx_export import verified_onnx_path
 from classifr.service import ClassifrService
 
 logger = logging.getLogger(__name__)
@@ -65,6 +71,54 @@ def _picture(overview: ModelOverview) -> Image.Image | None:
         return None
 
 
+class OnnxDownloads:
+    """A version's verified ONNX graph as a file Gradio may serve, named `<version>.onnx`.
+
+    Gradio serves only files under its allowed paths, the working directory or the temp folder,
+    and a registry may live anywhere (/data on a Space, a Hub cache): each graph is linked (or
+    copied, across file systems) once into a private temp folder. Versions are immutable, so a
+    link made once stays right. One instance per app, shared by its sessions; a lock guards it.
+    """
+
+    def __init__(self, service: ClassifrService) -> None:
+        self.service = service
+        self._folder: Path | None = None
+        self._lock = threading.Lock()
+
+    def path(self, ref: str | None) -> str | None:
+        """The downloadable file for `ref` (default: the serving version), or None without a verified export."""
+        registry = self.service.registry
+        if registry is None:
+            return None
+        try:
+            version = registry.resolve(ref or self.service.serving_version)
+            source = verified_onnx_path(registry.local_path(version))
+        except (ClassifrError, OSError) as err:
+            logger.debug("no ONNX download for %r: %s", ref, err)
+            return None
+        if source is None:
+            return None
+        with self._lock:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="classifr-onnx-"))
+            self._folder.mkdir(parents=True, exist_ok=True)  # a temp cleaner may have removed it
+            target = self._folder / f"{version}.onnx"
+            if not target.is_file():
+                partial = target.with_name(f".{target.name}.partial")
+                partial.unlink(missing_ok=True)
+                try:
+                    os.link(source, partial)
+                except OSError:  # another file system, or links not allowed
+                    shutil.copyfile(source, partial)
+                os.replace(partial, target)
+        return str(target)
+
+    def button(self, ref: str | None) -> dict:
+        path = self.path(ref)
+        version = Path(path).stem if path else None
+        return gr.update(value=path, visible=path is not None, label=f"Download ONNX ({version})" if version else "Download ONNX")
+
+
 def build_model_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     with gr.Row():
         version = gr.Dropdown(
@@ -74,6 +128,9 @@ def build_model_tab(service: ClassifrService, demo: gr.Blocks) -> None:
             allow_custom_value=True,
         )
         refresh = gr.Button("Refresh", scale=1)
+        downloads = OnnxDownloads(service)
+        # The verified ONNX graph of the selected version (onnxruntime, dynamic batch); hidden without one.
+        onnx_file = gr.DownloadButton("Download ONNX", visible=False, scale=1, elem_id="model-onnx-download")
     card = gr.Markdown(elem_id="model-card")
     with gr.Accordion("Confusion matrix (held-out test split)", open=False):
         confusion = gr.Image(
@@ -98,3 +155,4 @@ def build_model_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     )
     version.input(model_card, inputs=version, outputs=outputs, api_visibility="undocumented")
     demo.load(on_load, outputs=[version, *outputs], api_visibility="undocumented")
+    gr.on([demo.load, version.change], downloads.button, inputs=version, outputs=onnx_file, api_visibility="undocumented")
