@@ -93,6 +93,18 @@ def _share(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {env[name]!r}")
+    return raw
+
+
 def _license(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
     # A Hub licence identifier ("cc-by-4.0", "cc0-1.0", "other"): it lands in YAML and in the UI.
@@ -126,6 +138,9 @@ class Settings:
     store_images: bool = True  # CLASSIFR_STORE_IMAGES=0: log predictions without keeping a copy of the image
     max_stored_images: int = 2000  # the newest N logged images are kept (about 30 KB each), older ones deleted
     canary_share: float = 0.0  # CLASSIFR_CANARY_SHARE: share of predictions served by the `candidate` version
+    # CLASSIFR_BACKEND: what runs predictions. auto: ONNX Runtime when the version has a verified
+    # ONNX export, else PyTorch; torch / onnx force one (onnx refuses a version without an export).
+    backend: str = "auto"
 
     @property
     def registry_dir(self) -> Path:
@@ -174,4 +189,5 @@ class Settings:
             store_images=_switch(env, "CLASSIFR_STORE_IMAGES", True),
             max_stored_images=_int(env, "CLASSIFR_MAX_STORED_IMAGES", 2000, minimum=0, maximum=10_000_000),
             canary_share=_share(env, "CLASSIFR_CANARY_SHARE", 0.0),
+            backend=_choice(env, "CLASSIFR_BACKEND", BACKENDS, "auto"),
         )

@@ -85,6 +85,8 @@ class _HeadInputProbe:
 class Classifier:
     """A model version ready to predict: model in eval mode, its labels and its preprocessing."""
 
+    backend = "torch"  # what runs the forward pass of predictions (classifr.onnx_backend: "onnx")
+
     def __init__(self, model: torch.nn.Module, preprocessor: Preprocessor, *, version: str) -> None:
         config = model.config
         self.labels = LabelSet.from_id2label(config.id2label)

@@ -30,6 +30,7 @@ from classifr.explain import IG_STEPS, Explainer, Explanation, StageMap
 from classifr.images import ImageLimits, LoadedImage, read_image, stored_copy
 from classifr.model import Classifier, Prediction
 from classifr.monitoring import LoggedPrediction, PredictionLog
+from classifr.onnx_backend import load_classifier
 from classifr.prometheus import ServingMetrics
 from classifr.overlay import fit, render, stage_grid
 from classifr.registry import HubRegistry, LocalRegistry, ModelRegistry, VersionInfo
@@ -117,12 +118,17 @@ class ClassifrService:
         and the candidate version when CLASSIFR_CANARY_SHARE is above 0."""
         log = open_prediction_log(settings)
         if settings.model:
-            classifier = Classifier.load(settings.model, version=settings.model, revision=settings.model_revision)
+            classifier = load_classifier(
+                settings.model, version=settings.model, revision=settings.model_revision,
+                backend=settings.backend, num_threads=settings.num_threads,
+            )
             service = cls(settings, registry=None, classifier=classifier, prediction_log=log)
         else:
             registry = open_registry(settings, hf_api=hf_api)
             version = registry.resolve("production")
-            classifier = Classifier.load(registry.local_path(version), version=version)
+            classifier = load_classifier(
+                registry.local_path(version), version=version, backend=settings.backend, num_threads=settings.num_threads
+            )
             service = cls(settings, registry=registry, classifier=classifier, prediction_log=log)
             service.refresh()  # loads the canary's candidate, if any
         from classifr.dataset_sync import open_sync
@@ -172,6 +178,11 @@ class ClassifrService:
     @property
     def serving_version(self) -> str:
         return self.classifier.version
+
+    @property
+    def serving_backend(self) -> str:
+        """What runs the serving version's predictions: "onnx" (ONNX Runtime) or "torch"."""
+        return self.classifier.backend
 
     def predict(self, source: Any, *, top_k: int | None = None, name: str | None = None) -> PredictionResult:
         """Classify one image; a bad image raises InvalidImageError (a ValueError) with a readable message."""
@@ -433,7 +444,7 @@ class ClassifrService:
         if candidate is not None and candidate.version == version:
             classifier = candidate  # promoting the canary's candidate: no second load
         else:
-            classifier = Classifier.load(self._require_registry().local_path(version), version=version)
+            classifier = self._load(self._require_registry().local_path(version), version)
         with self._lock:
             self._classifier = classifier
         self._publish_serving()
@@ -454,11 +465,15 @@ class ClassifrService:
             current = self._candidate.version if self._candidate is not None else None
         if wanted == current:
             return
-        loaded = Classifier.load(registry.local_path(wanted), version=wanted) if wanted else None
+        loaded = self._load(registry.local_path(wanted), wanted) if wanted else None
         with self._lock:
             self._candidate = loaded
         self._publish_serving()
         logger.info("canary: %s", f"{wanted} serves {self.canary_share:.0%} of predictions" if wanted else "off")
+
+    def _load(self, folder: Path, version: str) -> Classifier:
+        """A registry version on the configured backend (CLASSIFR_BACKEND)."""
+        return load_classifier(folder, version=version, backend=self.settings.backend, num_threads=self.settings.num_threads)
 
     def _publish_serving(self) -> None:
         production, candidate, share = self._serving()
