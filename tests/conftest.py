@@ -81,6 +81,17 @@ def fresh_home(tmp_path: Path, project_home: Path) -> Path:
     return home
 
 
+@pytest.fixture
+def own_home(tmp_path: Path, project_home: Path) -> Path:
+    """A CLASSIFR_HOME with its own copy of the bootstrapped registry, for tests that publish and promote."""
+    import shutil
+
+    home = tmp_path / "own-home"
+    home.mkdir()
+    shutil.copytree(project_home / "registry", home / "registry")
+    return home
+
+
 def _save_tiny(folder: Path, model, processor) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

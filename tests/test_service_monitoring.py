@@ -18,15 +18,6 @@ def _photos(clothing_dir: Path, n: int) -> list[Path]:
     return sorted((clothing_dir / "test").rglob("*.jpg"))[:n]
 
 
-@pytest.fixture
-def own_home(tmp_path: Path, project_home: Path) -> Path:
-    """A home with its own copy of the registry (these tests publish and promote)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copytree(project_home / "registry", home / "registry")
-    return home
-
-
 def _publish_copy_of_v1(service: ClassifrService) -> str:
     """A second version: v1's files under a new number, as a training run would publish it."""
     source = service.registry.local_path("v1")

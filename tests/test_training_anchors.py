@@ -18,14 +18,6 @@ from classifr.service import ClassifrService
 from training.anchors import look_alikes, same_backbone_versions, traffic_anchors
 
 
-@pytest.fixture
-def own_home(tmp_path: Path, project_home: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copytree(project_home / "registry", home / "registry")
-    return home
-
-
 def _publish(registry: LocalRegistry, parent: str, strategy: str) -> str:
     source = registry.local_path("v1")
 
