@@ -15,19 +15,16 @@ not, and two threads calling `service.predict` at once for a few seconds, which 
 does (one request's decode and resize overlapping another's forward).
 
 v1 needs a verified ONNX export: when the bootstrap did not make one, it is exported here with
-`classifr.onnx_export.export_version` (or, without that module, a plain TorchScript export as the
-tests make it), and the output says so.
+`classifr.onnx_export.export_version`, and the output says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -52,59 +49,17 @@ def parse_args() -> argparse.Namespace:
 # --- shared with load_test.py ------------------------------------------------------------------------
 
 
-class _LogitsAndFeatures(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        from classifr.model import classifier_head
-
-        self.model, self.head = model, classifier_head(model)
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kept: list[torch.Tensor] = []
-        handle = self.head.register_forward_hook(lambda _m, inputs, _out: kept.append(inputs[0]))
-        try:
-            logits = self.model(pixel_values=pixel_values).logits
-        finally:
-            handle.remove()
-        return logits, kept[-1].flatten(1)
-
-
-def _plain_export(folder: Path) -> None:
-    """The export contract with the TorchScript exporter, recorded as verified (as the tests do)."""
-    from classifr.model import Classifier
-
-    classifier = Classifier.load(folder, version="export")
-    height, width = classifier.preprocess([Image.new("RGB", (classifier.min_side,) * 2)]).shape[-2:]
-    names = ["pixel_values", "logits", "features"]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _LogitsAndFeatures(classifier.model).eval(), (torch.randn(2, 3, height, width),), str(folder / "model.onnx"),
-            dynamo=False, input_names=names[:1], output_names=names[1:], opset_version=17,
-            dynamic_axes={name: {0: "batch"} for name in names},
-        )
-    record = {"format": "onnx", "file": "model.onnx", "verified": True, "reason": None,
-              "input": "pixel_values", "outputs": ["logits", "features"], "exporter": "benchmark"}
-    (folder / "onnx_export.json").write_text(json.dumps(record))
-
-
 def ensure_onnx_export(folder: Path) -> str:
     """Make sure the version folder has a verified export; says where it came from."""
     from classifr.onnx_backend import verified_export
+    from classifr.onnx_export import export_version
 
     if verified_export(folder)[0] is not None:
         return "v1 has a verified ONNX export from the bootstrap"
-    try:
-        from classifr.onnx_export import export_version
-    except ImportError:
-        export_version = None
-    if export_version is not None:
-        result = export_version(folder, version="v1")
-        if result.verified:
-            return "v1 had no ONNX export; exported here with classifr.onnx_export.export_version (verified)"
-        print(f"classifr.onnx_export did not verify the export ({result.reason}); trying a plain export")
-    _plain_export(folder)
-    return "v1 had no ONNX export; exported here with a plain TorchScript export (like tests/test_onnx_backend.py)"
+    result = export_version(folder, version="v1")
+    if not result.verified:
+        raise SystemExit(f"v1 has no verified ONNX export and exporting it failed: {result.reason}")
+    return "v1 had no ONNX export; exported here with classifr.onnx_export.export_version (verified)"
 
 
 def make_service(registry_home: Path, home: Path, backend: str, threads: int):
