@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs python -m training.evaluation with the same arguments.",
     )
     evaluate.add_argument("arguments", nargs=argparse.REMAINDER)
+    benchmark = commands.add_parser(
+        "benchmark", help="compare backbones, strategies and baselines, with a report (classifr benchmark --help)",
+        add_help=False, description="Runs python -m training.benchmark with the same arguments.",
+    )
+    benchmark.add_argument("arguments", nargs=argparse.REMAINDER)
 
     versions = commands.add_parser("versions", help="list model versions")
     versions.add_argument("--json", action="store_true", help="print JSON")
@@ -149,6 +154,14 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     if args.top_k is not None and args.top_k < 1:
         print(f"classifr: error: --top-k must be at least 1, got {args.top_k}", file=sys.stderr)
         return EXIT_USAGE
+    missing = [image for image in args.images if not Path(image).exists()]
+    if len(missing) == len(args.images):  # nothing to classify: say so now, not after loading the model
+        errors = [{"image": image, "error": f"{image} does not exist"} for image in missing]
+        for error in errors:
+            print(f"classifr: error: {error['error']}", file=sys.stderr)
+        if args.json:
+            _print(errors, True, "")
+        return EXIT_FAILED
     service = _open_service(settings)
     results = []
     size = settings.max_batch_size
@@ -295,7 +308,7 @@ DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats
 # Commands that run a script of the training package as its own process: `classifr` never
 # imports `training` (DESIGN.md), the app keeps serving meanwhile, and `accelerate launch -m
 # training.train` is the same script.
-TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation"}
+TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation", "benchmark": "training.benchmark"}
 
 
 def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
@@ -418,6 +431,7 @@ COMMANDS = {
     "dataset": cmd_dataset,
     "train": cmd_training_script,
     "evaluate": cmd_training_script,
+    "benchmark": cmd_training_script,
     "versions": cmd_versions,
     "monitor": cmd_monitor,
     "promote": cmd_promote,
