@@ -72,7 +72,7 @@ def test_correct_a_prediction_in_the_browser(page, running_app, clothing_dir, tm
     assert (running_app["home"] / "dataset" / row["file_name"]).read_bytes() == photo.read_bytes()
 
 
-def test_monitor_and_model_tabs_after_a_prediction(page, sandal_photo, tmp_path):
+def test_monitor_and_model_tabs_after_a_prediction(page, running_app, sandal_photo, tmp_path):
     """Classify a photo, refresh the Monitor tab until v1 has a row, then read the Model tab's card."""
     import time
 
@@ -104,3 +104,29 @@ def test_monitor_and_model_tabs_after_a_prediction(page, sandal_photo, tmp_path)
     expect(card).to_contain_text("tf_efficientnet_lite0", timeout=15_000)
     expect(card).to_contain_text("4,652,008")
     page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
+
+    # A benchmark report written now (as `classifr benchmark` writes it) shows under the card after Refresh.
+    _write_benchmark_report(running_app["home"] / "benchmarks" / "20261202-120000-quick")
+    page.get_by_text("Benchmarks: backbones, strategies and baselines compared").click()
+    page.locator("#benchmark-refresh").click()
+    expect(page.locator("#benchmark-report")).to_contain_text("Recommendation", timeout=15_000)
+    expect(page.locator("#benchmark-report")).to_contain_text("head lite0")
+    expect(page.locator("#benchmark-plots img").first).to_be_visible(timeout=15_000)
+    page.screenshot(path=str(tmp_path / "benchmarks.png"), full_page=True)
+
+
+def _write_benchmark_report(folder):
+    """A two-run report through the real report writer (the runs' numbers are made up: this checks the tab)."""
+    from training.benchmark_report import write_report
+
+    labels = ["hat", "shoes"]
+    run = {"family": "backbone", "strategy": "head", "features": "embeddings", "backbone": "lite0",
+           "hyperparameters": {}, "macro_f1": 0.9, "per_class_f1": {"hat": 0.9, "shoes": 0.9}, "train_seconds": 30.0,
+           "train_images_per_second": 20.0, "latency_ms_batch1": 25.0, "latency_ms_batch32": 20.0,
+           "parameters": 3_374_851, "checkpoint_bytes": 13_800_000, "history": [], "confusion": [[9, 1], [1, 9]]}
+    runs = [{**run, "name": "head lite0", "accuracy": 0.9},
+            {**run, "name": "svm pixels", "family": "classic", "strategy": "svm", "accuracy": 0.6, "latency_ms_batch1": 5.0,
+             "confusion": [[6, 4], [4, 6]]}]
+    study = {"dataset": "clothing", "preset": "quick", "labels": labels, "train_images": 40, "eval_images": 20, "seed": 0,
+             "machine": "test", "started": "2026-12-02T12:00:00+00:00", "seconds": 60.0, "probe": None}
+    write_report(folder, study, runs)

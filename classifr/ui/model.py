@@ -21,6 +21,7 @@ from classifr.errors import ClassifrError
 from classifr.model_overview import ModelOverview, describe_model, describe_version, render_markdown
 from classifr.onnx_export import verified_onnx_path
 from classifr.service import ClassifrService
+from classifr.ui.benchmarks import build_benchmark_section
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ def build_model_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         )
     with gr.Accordion("Full overview (JSON)", open=False):
         payload = gr.JSON(label="Overview")
+    build_benchmark_section(service, demo)
     model_card = make_model_card(service)
     outputs = [card, confusion, payload]
 
