@@ -131,6 +131,23 @@ def test_fine_tuning_the_pretrained_model_learns_hat_vs_shoes(small_default):
     assert result.best_accuracy >= 0.9
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("freeze", [True, False])
+def test_batchnorm_statistics_stay_pretrained_unless_asked(small_default, freeze):
+    """One step on 8 photos: with freeze_batchnorm (the default) every running mean and variance is
+    the pretrained one; without it they move toward this batch's statistics."""
+    model, preprocess = small_default
+    config = FullConfig(epochs=1, batch_size=8, max_steps=1, augment=False, num_workers=0, freeze_batchnorm=freeze)
+    result = train_full(model, preprocess, _rows(("hat", "shoes"), 4), _rows(("hat", "shoes"), 2, offset=4),
+                        config=config, progress=False)
+    stats = [name for name, _ in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
+    before, after = dict(model.named_buffers()), dict(result.model.named_buffers())
+    unchanged = [torch.equal(before[name], after[name]) for name in stats]
+    assert len(stats) > 90 and (all(unchanged) if freeze else not any(unchanged))
+    with pytest.raises(ConfigError, match="freeze_batchnorm"):
+        FullConfig(freeze_batchnorm="yes")
+
+
 def test_max_steps_stops_after_one_step(tiny, train_rows, eval_rows):
     result = _run(tiny, train_rows, eval_rows, config=dict(epochs=3, max_steps=1))
 
