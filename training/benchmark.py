@@ -183,6 +183,7 @@ def run_benchmark(settings: Settings, options: BenchmarkOptions, *, preset: Pres
     data = load_benchmark_data(
         options.dataset, settings.cache_dir, settings.dataset_dir, seed=options.seed, import_limit=preset.import_limit,
         max_train_per_class=preset.max_train_per_class, max_eval_per_class=preset.max_eval_per_class,
+        progress=options.progress,
     )
     probe = load_probe(options.probe, data.labels) if options.probe else None
     logger.info("benchmark %s on %s: %d runs", preset.name, data.source, len(grid))

@@ -52,10 +52,10 @@ class BenchmarkData:
 
 def load_benchmark_data(
     source: str | None, cache_dir: Path, dataset_dir: Path, *, seed: int = 0, import_limit: int | None = None,
-    max_train_per_class: int | None = None, max_eval_per_class: int | None = None,
+    max_train_per_class: int | None = None, max_eval_per_class: int | None = None, progress: bool = True,
 ) -> BenchmarkData:
     """The benchmark's images from `source` (None: the project dataset), capped per class with `seed`."""
-    dataset = ProjectDataset(dataset_dir) if source is None else _imported(source, cache_dir, import_limit)
+    dataset = ProjectDataset(dataset_dir) if source is None else _imported(source, cache_dir, import_limit, progress)
     data = collect([(source or PROJECT, dataset)])
     rng = random.Random(seed)
     train = _capped(data.train, max_train_per_class, rng)
@@ -80,7 +80,7 @@ def load_benchmark_data(
     )
 
 
-def _imported(source: str, cache_dir: Path, limit: int | None) -> ProjectDataset:
+def _imported(source: str, cache_dir: Path, limit: int | None, progress: bool) -> ProjectDataset:
     """`source` imported once (with at most `limit` images, a fixed sample) into a cached folder.
 
     The import writes into a temporary folder renamed into place when it is complete, so a
@@ -95,7 +95,7 @@ def _imported(source: str, cache_dir: Path, limit: int | None) -> ProjectDataset
         shutil.rmtree(partial, ignore_errors=True)
         try:
             report = import_dataset(ProjectDataset(partial), source, limit=limit, cache_dir=Path(cache_dir) / "datasets",
-                                    progress=True)
+                                    progress=progress)
             os.replace(partial, folder)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
