@@ -21,7 +21,6 @@ on top of the ONNX `logits` / `features_and_logits`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -35,14 +34,11 @@ from PIL import Image
 from classifr.config import BACKENDS
 from classifr.errors import ClassifrError, ConfigError, ModelLoadError
 from classifr.model import Classifier
+from classifr.onnx_export import EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAMES, read_export  # noqa: F401 (ONNX_FILE re-exported)
 from classifr.preprocessing import FastPreprocessor
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FILE = "onnx_export.json"
-ONNX_FILE = "model.onnx"
-INPUT_NAME = "pixel_values"
-OUTPUT_NAMES = ("logits", "features")
 
 
 def create_session(model: Path | bytes, *, num_threads: int, allow_spinning: bool = False) -> Any:
@@ -150,34 +146,21 @@ def check_backend(backend: str) -> str:
 
 
 def verified_export(source: str | Path) -> tuple[Path | None, str | None, str]:
-    """(graph path, input name, None) for a servable export, else (None, None, why not).
+    """(graph path, input name, "") for a servable export, else (None, None, why not).
 
-    A servable export: `onnx_export.json` is readable, says `"verified": true`, and the graph it
-    names exists in the same folder.
+    A servable export: `onnx_export.json` is readable, says `"verified": true`, names the inputs
+    and outputs this backend runs, and the graph it names exists in the same folder
+    (`classifr.onnx_export.read_export` checks all of it).
     """
     folder = Path(source)
     if not folder.is_dir():
         return None, None, f"{str(source)!r} is not a local folder (no ONNX export is looked for on the Hub)"
-    record_path = folder / EXPORT_FILE
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    export = read_export(folder)
+    if export is None:
         return None, None, f"it has no ONNX export ({EXPORT_FILE} is missing)"
-    except (OSError, ValueError) as err:
-        return None, None, f"its {EXPORT_FILE} cannot be read: {_first_line(err)}"
-    if not isinstance(record, dict):
-        return None, None, f"its {EXPORT_FILE} is malformed (not a JSON object)"
-    if record.get("verified") is not True:
-        reason = record.get("reason") or "no reason recorded"
-        return None, None, f"its ONNX export is not verified: {reason}"
-    graph = folder / str(record.get("file") or ONNX_FILE)
-    if not graph.is_file():
-        return None, None, f"its ONNX export is verified but {graph.name} is missing"
-    input_name = record.get("input") or INPUT_NAME
-    outputs = record.get("outputs") or list(OUTPUT_NAMES)
-    if not isinstance(input_name, str) or not isinstance(outputs, list) or not set(OUTPUT_NAMES) <= set(outputs):
-        return None, None, f"its {EXPORT_FILE} names input {input_name!r} and outputs {outputs!r}, not {list(OUTPUT_NAMES)}"
-    return graph, input_name, ""
+    if not export.verified:
+        return None, None, f"its ONNX export is not verified: {export.reason or 'no reason recorded'}"
+    return folder / export.file, export.input, ""
 
 
 def load_classifier(

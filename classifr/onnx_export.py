@@ -178,13 +178,20 @@ def read_export(folder: Path) -> OnnxExport | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        return _unreadable(f"cannot read {EXPORT_FILE}: {err}")
+        return _unreadable(f"{EXPORT_FILE} cannot be read: {err}")
     try:
-        export = OnnxExport.from_json(json.loads(text))
+        data = json.loads(text)
+    except ValueError as err:
+        return _unreadable(f"{EXPORT_FILE} cannot be read: {_first_line(err)}")
+    try:
+        export = OnnxExport.from_json(data)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return _unreadable(f"{EXPORT_FILE} is malformed: {type(err).__name__}: {err}")
+    if not isinstance(export.input, str) or not set(OUTPUT_NAMES) <= set(export.outputs):
+        return replace(export, verified=False, reason=f"{EXPORT_FILE} names input {export.input!r} and outputs "
+                                                       f"{list(export.outputs)!r}, not {list(OUTPUT_NAMES)}")
     if export.verified and not (Path(folder) / export.file).is_file():
-        return replace(export, verified=False, reason=f"{export.file} is missing")
+        return replace(export, verified=False, reason=f"verified but {export.file} is missing")
     return export
 
 
