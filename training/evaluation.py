@@ -3,8 +3,8 @@
     classifr evaluate [V] [--against REF] [--json]        # default: candidate (else production) against production
     python -m training.evaluation ...                     # the same
 
-Every test image goes through the served path (decode, preprocessing, forward), so the numbers
-are what users get; the metrics are those of `classifr train` (training.metrics).
+Every test image goes through the served path (decode, preprocessing, forward on the backend
+serving would use), so the numbers are what users get; the metrics are those of `classifr train` (training.metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from classifr.dataset import ProjectDataset
 from classifr.errors import ClassifrError, VersionNotFoundError
 from classifr.images import read_image
 from classifr.model import Classifier, Prediction, configure_runtime
+from classifr.onnx_backend import load_classifier
 from training.data import collect
 from training.metrics import classification_metrics, compare_with_parent
 
@@ -44,7 +45,7 @@ def top1_scored(classifier: Classifier, paths: Sequence) -> list[Prediction]:
 
 
 def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:
-    from classifr.service import open_registry
+    from classifr.registry import open_registry
 
     registry = open_registry(settings)
     if ref is None:
@@ -53,8 +54,11 @@ def evaluate_version(settings: Settings, ref: str | None, *, against: str = "pro
         except VersionNotFoundError:
             ref = "production"
     version, other = registry.resolve(ref), registry.resolve(against)
-    model = Classifier.load(registry.local_path(version), version=version)
-    baseline = Classifier.load(registry.local_path(other), version=other)
+    # The backend serving would use (ONNX Runtime for a verified export, unless CLASSIFR_BACKEND says otherwise).
+    model = load_classifier(registry.local_path(version), version=version, backend=settings.backend,
+                            num_threads=settings.num_threads)
+    baseline = load_classifier(registry.local_path(other), version=other, backend=settings.backend,
+                               num_threads=settings.num_threads)
     test = collect([("project", ProjectDataset(settings.dataset_dir))]).test
     if not test:
         raise ClassifrError("the project dataset has no test images yet (about 15% of images are held out)")
@@ -65,7 +69,8 @@ def evaluate_version(settings: Settings, ref: str | None, *, against: str = "pro
     comparison = compare_with_parent(
         references, predictions, top1(baseline, paths), parent_labels=baseline.labels.names, cache_dir=cache
     )
-    return {"version": version, "against": other, "metrics": metrics.to_json(), "comparison": comparison.to_json()}
+    return {"version": version, "against": other, "backend": model.backend, "metrics": metrics.to_json(),
+            "comparison": comparison.to_json()}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
