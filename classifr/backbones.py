@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from classifr.errors import ModelLoadError
 
 if TYPE_CHECKING:
+    import torch
+
     from classifr.model import Classifier
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def build_offline_model(name: str) -> torch.nn.Module:
     """The named offline backbone (`lite0`, `lite1`, `lite2`) with real ImageNet weights and labels,
     as a TimmWrapperForImageClassification in eval mode."""
     import timm
+    import torch
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
     if name not in OFFLINE_BACKBONES:

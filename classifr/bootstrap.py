@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from classifr.backbones import OFFLINE_BACKBONES, build_offline_model, imagenet_labels  # noqa: F401 (re-exported)
+from classifr.backbones import OFFLINE_BACKBONES, build_offline_model, imagenet_labels  # noqa: F401 (imagenet_labels re-exported)
 from classifr.registry import ModelRegistry, VersionInfo
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 
 from PIL import Image
 
-from classifr.bootstrap import ensure_default_version
 from classifr.config import Settings
 from classifr.dataset import AddResult, Category, Example, Feedback, ProjectDataset
 from classifr.errors import ClassifrError, InvalidImageError, VersionNotFoundError
@@ -33,7 +31,7 @@ from classifr.monitoring import LoggedPrediction, PredictionLog
 from classifr.onnx_backend import load_classifier
 from classifr.prometheus import ServingMetrics
 from classifr.overlay import fit, render, stage_grid
-from classifr.registry import HubRegistry, LocalRegistry, ModelRegistry, VersionInfo
+from classifr.registry import ModelRegistry, VersionInfo, open_local_registry, open_registry  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -488,18 +486,6 @@ class ClassifrService:
         return self.registry
 
 
-def open_registry(settings: Settings, *, hf_api: Any = None) -> ModelRegistry:
-    """The Hub registry when CLASSIFR_REGISTRY_REPO is set, else the local one; v1 built if empty."""
-    if not settings.registry_repo:
-        return open_local_registry(settings.registry_dir)
-    registry = HubRegistry(
-        settings.registry_repo, hf_api=hf_api, token=settings.hf_token, cache_dir=settings.cache_dir / "hub"
-    )
-    # No file lock can span machines; the Hub's parent_commit check rejects a second racing v1 commit.
-    ensure_default_version(registry)
-    return registry
-
-
 def open_prediction_log(settings: Settings) -> PredictionLog | None:
     """The SQLite prediction log under CLASSIFR_HOME, or None when CLASSIFR_PREDICTION_LOG=0."""
     if not settings.prediction_log:
@@ -507,16 +493,6 @@ def open_prediction_log(settings: Settings) -> PredictionLog | None:
     return PredictionLog(
         settings.prediction_log_path, store_images=settings.store_images, max_images=settings.max_stored_images
     )
-
-
-def open_local_registry(root: Path) -> LocalRegistry:
-    """The project's registry, with the default model built into it on first use."""
-    root.mkdir(parents=True, exist_ok=True)
-    registry = LocalRegistry(root)
-    # Two processes starting on an empty project must not both build a v1.
-    with FileLock(str(root / ".bootstrap.lock")):
-        ensure_default_version(registry)
-    return registry
 
 
 def feedback_from(prediction: dict[str, Any]) -> Feedback:

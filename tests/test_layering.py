@@ -26,3 +26,9 @@ def test_library_does_not_import_gradio_or_training(module):
 def test_cli_starts_without_torch():
     # `classifr --help` and argument errors must answer instantly.
     assert "torch" not in _modules_after_import("classifr.cli")
+
+
+@pytest.mark.parametrize("module", ["classifr.registry", "classifr.monitor_report", "classifr.bootstrap"])
+def test_registry_and_monitor_commands_need_no_torch(module):
+    # classifr versions / promote / rollback / monitor answer in about a second, not after ~10 s of imports.
+    assert "torch" not in _modules_after_import(module)

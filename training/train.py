@@ -112,7 +112,7 @@ def run(
     on_progress: Callable[[str, float], None] | None = None,
 ) -> TrainOutcome:
     """One training run, published as a new version; see the module docstring."""
-    from classifr.service import open_registry
+    from classifr.registry import open_registry
 
     report = on_progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
