@@ -318,7 +318,7 @@ def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from classifr.service import open_registry
+    from classifr.registry import open_registry  # not via classifr.service: versions and monitor need no torch
 
     if settings.model:
         raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")

@@ -17,17 +17,17 @@ def home(fresh_home):
     return fresh_home
 
 
-def test_import_clothing_train_then_stats(home, clothing_dir):
-    """The 3,068 photos of clothing-small/train: every one imported, stats count them per label."""
-    done = run_cli(home, "dataset", "import", str(clothing_dir / "train"), "--json", "--quiet")
+def test_import_a_clothing_folder_then_stats(home, clothing_dir):
+    """The 341 photos of clothing-small/validation: every one imported, stats count them per label."""
+    done = run_cli(home, "dataset", "import", str(clothing_dir / "validation"), "--json", "--quiet")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    files = Counter(p.parent.name for p in (clothing_dir / "train").rglob("*.jpg"))
-    assert report["added"] == sum(files.values()) == 3068 and report["rejected"] == 0
+    files = Counter(p.parent.name for p in (clothing_dir / "validation").rglob("*.jpg"))
+    assert report["added"] == sum(files.values()) == 341 and report["rejected"] == 0
     stats = json.loads(run_cli(home, "dataset", "stats", "--json").stdout)
-    assert stats["total"] == 3068 and stats["by_label"] == dict(sorted(files.items()))
-    assert stats["by_source"] == {"import": 3068}
-    assert 0.11 < stats["by_split"]["test"] / 3068 < 0.19
+    assert stats["total"] == 341 and stats["by_label"] == dict(sorted(files.items()))
+    assert stats["by_source"] == {"import": 341}
+    assert 0.10 < stats["by_split"]["test"] / 341 < 0.20
     pending = {c["name"]: c["pending"] for c in stats["categories"]}
     assert pending["hat"] is True and pending["t-shirt"] is True  # ImageNet has neither label
     assert len(pending) == 10

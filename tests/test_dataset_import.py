@@ -63,28 +63,29 @@ def _copy_photos(clothing_dir: Path, target: Path, label: str, count: int, *, of
 
 
 @pytest.mark.slow  # about 23 s on 2 cores: two imports of 3,068 photos and a read back
-def test_clothing_train_folder_imports_every_photo_once(dataset, cache, clothing_dir):
-    """All 3,068 train photos: counts per label equal the files per folder, the stored bytes are the
-    originals, a second import adds nothing, and load_dataset reads the result back."""
-    train = clothing_dir / "train"
+def test_clothing_folder_imports_every_photo_once(dataset, cache, clothing_dir):
+    """All 372 photos of the test folder (10 labels; benchmarks/dataset.py imports the 3,068 of train):
+    counts per label equal the files per folder, the stored bytes are the originals, a second import
+    adds nothing, and load_dataset reads the result back."""
+    train = clothing_dir / "test"
     expected = Counter({folder.name: len(list(folder.glob("*.jpg"))) for folder in train.iterdir()})
-    assert sum(expected.values()) == 3068
+    assert sum(expected.values()) == 372
 
     report = import_dataset(dataset, str(train), cache_dir=cache, progress=False)
 
     assert (report.kind, report.image_column, report.label_column, report.splits) == ("imagefolder", "image", "label", ("train",))
-    assert (report.total, report.added, report.duplicates, report.rejected) == (3068, 3068, 0, 0)
+    assert (report.total, report.added, report.duplicates, report.rejected) == (372, 372, 0, 0)
     assert report.labels == dict(expected)
-    assert dataset.stats()["by_label"] == dict(expected) and dataset.stats()["by_source"] == {"import": 3068}
+    assert dataset.stats()["by_label"] == dict(expected) and dataset.stats()["by_source"] == {"import": 372}
     assert _stored(dataset) == _photos(train)
     assert any("split" in note for note in report.notes)
 
     again = import_dataset(dataset, str(train), cache_dir=cache, progress=False)
-    assert (again.total, again.added, again.duplicates, again.rejected) == (3068, 0, 3068, 0)
-    assert len(dataset.rows()) == 3068
+    assert (again.total, again.added, again.duplicates, again.rejected) == (372, 0, 372, 0)
+    assert len(dataset.rows()) == 372
 
     loaded = datasets.load_dataset("imagefolder", data_dir=str(dataset.root), cache_dir=str(cache / "readback"))["train"]
-    assert loaded.num_rows == 3068 and Counter(loaded["label"]) == expected
+    assert loaded.num_rows == 372 and Counter(loaded["label"]) == expected
 
 
 def test_clothing_root_one_split_with_a_limit(dataset, cache, clothing_dir):
