@@ -245,12 +245,12 @@ def test_read_export_absent_corrupt_and_missing_graph(tmp_path):
     assert read_export(tmp_path) is None
     (tmp_path / EXPORT_FILE).write_text('{"verified": tr')
     broken = read_export(tmp_path)
-    assert broken is not None and not broken.verified and "onnx_export.json is malformed" in broken.reason
+    assert broken is not None and not broken.verified and "onnx_export.json cannot be read" in broken.reason
     good = OnnxExport(verified=True, reason=None, images=3, max_abs_diff=1e-6, top1_agreement=1.0,
                       exporter="torchscript", seconds=1.0)
     (tmp_path / EXPORT_FILE).write_text(json.dumps(good.to_json()))
     missing = read_export(tmp_path)
-    assert not missing.verified and missing.reason == "model.onnx is missing"
+    assert not missing.verified and missing.reason == "verified but model.onnx is missing"
     (tmp_path / ONNX_FILE).write_bytes(b"graph")
     (tmp_path / EXPORT_FILE).write_text(json.dumps({**good.to_json(), "verified": "yes"}))
     assert not read_export(tmp_path).verified  # only JSON true vouches for a graph
