@@ -170,3 +170,30 @@ def test_full_strategy_runs_through_the_script_and_tracks_each_epoch(project_hom
 
     [run] = list_runs(home / "tracking")
     assert run["name"] == "full-from-v1" and "train_loss" in run["metrics"] and run["last_step"] >= 1
+
+
+def test_an_external_dataset_is_imported_once_and_a_failed_import_leaves_nothing(clothing_dir, tmp_path, monkeypatch):
+    """`classifr train --dataset SOURCE`: imported into the cache once; an import that dies midway is not reused."""
+    import classifr.dataset_import as dataset_import
+    from training.data import external_dataset
+
+    source = tmp_path / "source"
+    for label in ("hat", "shoes"):
+        (source / label).mkdir(parents=True)
+        for photo in sorted((clothing_dir / "test" / label).glob("*.jpg"))[:4]:
+            shutil.copy(photo, source / label / photo.name)
+    real_import = dataset_import.import_dataset
+
+    def dies_midway(dataset, *args, **kwargs):
+        real_import(dataset, *args, limit=3, **{k: v for k, v in kwargs.items() if k != "limit"})
+        raise KeyboardInterrupt  # after 3 of 8 images were written
+
+    monkeypatch.setattr(dataset_import, "import_dataset", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        external_dataset(str(source), tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "external").iterdir())  # no half dataset left to be reused
+    monkeypatch.setattr(dataset_import, "import_dataset", real_import)
+    dataset = external_dataset(str(source), tmp_path / "cache")
+    assert len(dataset.rows()) == 8
+    monkeypatch.setattr(dataset_import, "import_dataset", dies_midway)  # the second call must not import at all
+    assert len(external_dataset(str(source), tmp_path / "cache").rows()) == 8

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
-import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 
 from classifr.dataset import ProjectDataset
 from classifr.errors import ClassifrError
-from training.data import Sample, collect
+from training.data import Sample, collect, imported_once
 
 logger = logging.getLogger(__name__)
 
@@ -81,26 +79,10 @@ def load_benchmark_data(
 
 
 def _imported(source: str, cache_dir: Path, limit: int | None, progress: bool) -> ProjectDataset:
-    """`source` imported once (with at most `limit` images, a fixed sample) into a cached folder.
-
-    The import writes into a temporary folder renamed into place when it is complete, so a
-    failed or interrupted import is never mistaken for the data next time.
-    """
-    from classifr.dataset_import import import_dataset
-
+    """`source` imported once (with at most `limit` images, a fixed sample) into a cached folder."""
     key = hashlib.sha256(f"{source}\0{limit}".encode()).hexdigest()[:16]
-    folder = Path(cache_dir) / "benchmark-data" / key
-    if not folder.is_dir():
-        partial = folder.with_name(f".{key}.{os.getpid()}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            report = import_dataset(ProjectDataset(partial), source, limit=limit, cache_dir=Path(cache_dir) / "datasets",
-                                    progress=progress)
-            os.replace(partial, folder)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        logger.info("imported %s for the benchmark: %d images (%d rejected)", source, report.added, report.rejected)
-    return ProjectDataset(folder)
+    return imported_once(source, Path(cache_dir) / "benchmark-data" / key, datasets_cache=Path(cache_dir) / "datasets",
+                         limit=limit, progress=progress)
 
 
 def _capped(samples: Sequence[Sample], per_class: int | None, rng: random.Random) -> list[Sample]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,11 +87,29 @@ def fingerprint(rows) -> str:
 
 def external_dataset(source: str, cache_dir: Path, *, known: Sequence[str] = ()) -> ProjectDataset:
     """`--dataset SOURCE` imported once into `cache_dir/external/<hash>` and reused by later runs."""
+    folder = cache_dir / "external" / hashlib.sha256(source.encode()).hexdigest()[:16]
+    return imported_once(source, folder, datasets_cache=cache_dir / "datasets", known=known)
+
+
+def imported_once(source: str, folder: Path, *, datasets_cache: Path, limit: int | None = None,
+                  known: Sequence[str] = (), progress: bool = True) -> ProjectDataset:
+    """`source` imported into `folder` the first time, then reused (`datasets_cache`: the Arrow
+    cache and Hub downloads of `datasets`).
+
+    The import writes into a temporary folder renamed into place only when it is complete, so a
+    failed or interrupted import is never mistaken for the data next time.
+    """
     from classifr.dataset_import import import_dataset
 
-    folder = cache_dir / "external" / hashlib.sha256(source.encode()).hexdigest()[:16]
-    dataset = ProjectDataset(folder)
-    if not dataset.rows():
-        report = import_dataset(dataset, source, known=known, cache_dir=cache_dir / "datasets", progress=True)
-        logger.info("imported %s for training: %d images", source, report.added)
-    return dataset
+    folder = Path(folder)
+    if not folder.is_dir():
+        partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            report = import_dataset(ProjectDataset(partial), source, limit=limit, known=known,
+                                    cache_dir=datasets_cache, progress=progress)
+            os.replace(partial, folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        logger.info("imported %s: %d images (%d rejected)", source, report.added, report.rejected)
+    return ProjectDataset(folder)
