@@ -1,6 +1,6 @@
 """Load test of the running app: N concurrent gradio_client callers, torch and ONNX side by side.
 
-    python benchmarks/load_test.py [--seconds 120] [--clients 1,4,16] [--backends torch,onnx] [--threads 2]
+    python benchmarks/load_test.py [--seconds 120] [--clients 1,4,16] [--backends torch,onnx] [--threads 2] [--no-floor]
 
 For each backend (CLASSIFR_BACKEND=torch, then onnx) it starts `python app.py` as a user does (its
 own CLASSIFR_HOME on the same v1, a free port), and for each N runs N threads, each with its own
@@ -13,6 +13,11 @@ for the in-process end-to-end rate that the app's throughput is compared with.
 
 The callers run on the same machine as the server (2 cores here), so their HTTP work competes
 with the server's; the table is what this box does, not what the server would do alone.
+
+The baseline row, "floor" (skip it with --no-floor): the same /predict event, input and outputs
+with no model behind it (benchmarks/gradio_floor_app.py), under the same callers. Its CPU per
+request (Gradio's and the callers') plus the model's in-process CPU per prediction bounds what
+the cores can serve; the last lines print that ceiling next to the target.
 """
 
 from __future__ import annotations
@@ -40,7 +45,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backends", default="torch,onnx")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CLASSIFR_NUM_THREADS of the server")
     parser.add_argument("--in-process-seconds", type=float, default=None, help="default: min(--seconds, 20)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the baseline row: the same /predict event with no model (benchmarks/gradio_floor_app.py)")
     return parser.parse_args()
+
+
+FLOOR = "floor"  # the table's name for the no-model baseline
 
 
 def free_port() -> int:
@@ -56,9 +66,9 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 class App:
-    """`python app.py` on its own home and port, until stopped."""
+    """`python app.py` on its own home and port, until stopped (or `script`: the no-model floor)."""
 
-    def __init__(self, registry_home: Path, home: Path, backend: str, threads: int) -> None:
+    def __init__(self, registry_home: Path, home: Path, backend: str, threads: int, script: str = "app.py") -> None:
         home.mkdir(parents=True)
         (home / "registry").symlink_to(registry_home / "registry", target_is_directory=True)
         self.port = free_port()
@@ -67,7 +77,7 @@ class App:
         env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(self.port),
                "CLASSIFR_BACKEND": backend, "CLASSIFR_NUM_THREADS": str(threads), "GRADIO_ANALYTICS_ENABLED": "False"}
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, script], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while True:
             if self.process.poll() is not None:
@@ -172,23 +182,25 @@ def run_callers(url: str, photos: list[Path], clients: int, seconds: float, serv
     }
 
 
-def in_process_rate(registry_home: Path, home: Path, backend: str, threads: int, photos: list[Path], seconds: float) -> tuple[float, float]:
-    """(predictions/s, p50 ms) of service.predict one file at a time, prediction log on."""
+def in_process_rate(
+    registry_home: Path, home: Path, backend: str, threads: int, photos: list[Path], seconds: float
+) -> tuple[float, float, float]:
+    """(predictions/s, p50 ms, CPU ms per prediction) of service.predict one file at a time, log on."""
     service = make_service(registry_home, home, backend, threads)
     try:
         for photo in photos[:5]:
             service.predict(photo)
         times: list[float] = []
         stop = time.perf_counter() + seconds
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         i = 0
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             service.predict(photos[i % len(photos)])
             times.append((time.perf_counter() - t0) * 1000)
             i += 1
-        elapsed = time.perf_counter() - started
-        return len(times) / elapsed, percentile(sorted(times), 0.5)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return len(times) / elapsed, percentile(sorted(times), 0.5), cpu * 1000 / len(times)
     finally:
         service.close()
 
@@ -212,43 +224,66 @@ def main() -> None:
           f"{os.cpu_count()} cores; callers on the same machine; {args.seconds:g} s per row")
 
     in_seconds = args.in_process_seconds if args.in_process_seconds is not None else min(args.seconds, 20.0)
-    in_process: dict[str, tuple[float, float]] = {}
+    in_process: dict[str, tuple[float, float, float]] = {}
     for backend in backends:
         in_process[backend] = in_process_rate(registry_home, work / f"in-process-{backend}", backend, args.threads, photos, in_seconds)
-        rate, p50 = in_process[backend]
-        print(f"in process, {backend}: {rate:.1f} predictions/s one at a time (p50 {p50:.1f} ms), over {in_seconds:g} s")
+        rate, p50, cpu_ms = in_process[backend]
+        print(f"in process, {backend}: {rate:.1f} predictions/s one at a time (p50 {p50:.1f} ms, "
+              f"{cpu_ms:.0f} ms of CPU each), over {in_seconds:g} s")
 
+    servers = [(backend, "app.py") for backend in backends]
+    if args.floor:
+        servers.append((FLOOR, "benchmarks/gradio_floor_app.py"))
     rows = []
-    for backend in backends:
-        app = App(registry_home, work / f"app-{backend}", backend, args.threads)
+    for name, script in servers:
+        app = App(registry_home, work / f"app-{name}", name if name != FLOOR else "auto", args.threads, script)
         try:
-            print(f"app with CLASSIFR_BACKEND={backend}: {app.serving_line()}")
+            print(f"app with CLASSIFR_BACKEND={name}: {app.serving_line()}" if name != FLOOR else
+                  "the same /predict event with no model behind it (benchmarks/gradio_floor_app.py)")
             for n in clients:
                 stats = run_callers(app.url, photos, n, args.seconds, app.cpu_seconds)
-                rows.append((backend, n, stats))
+                rows.append((name, n, stats))
                 print(f"  N={n:<3} {stats['requests']:>6} requests  {stats['throughput']:>6.1f} req/s  "
                       f"p50 {stats['p50']:>7.1f}  p95 {stats['p95']:>7.1f}  p99 {stats['p99']:>7.1f} ms  "
                       f"errors {stats['errors']}{'  (' + stats['first_error'] + ')' if stats['errors'] else ''}  "
                       f"CPU per request: server {stats['server_cpu_ms']:.0f} ms, callers {stats['callers_cpu_ms']:.0f} ms", flush=True)
         finally:
             app.stop()
+    print_table(rows, in_process)
+    print_targets(rows, in_process, max(clients), args.seconds)
 
+
+def print_table(rows: list[tuple[str, int, dict]], in_process: dict[str, tuple[float, float, float]]) -> None:
     print()
     print(f"{'backend':<8} {'N':>3} {'requests':>9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
           f"{'x in-process':>13} {'server CPU ms/req':>18} {'callers CPU ms/req':>19}")
-    for backend, n, s in rows:
-        ratio = s["throughput"] / in_process[backend][0]
-        print(f"{backend:<8} {n:>3} {s['requests']:>9} {s['throughput']:>7.1f} {s['p50']:>8.1f} {s['p95']:>8.1f} "
-              f"{s['p99']:>8.1f} {s['errors']:>7} {ratio:>12.2f}x {s['server_cpu_ms']:>18.0f} {s['callers_cpu_ms']:>19.0f}")
-    for backend in backends:
-        rate = in_process[backend][0]
-        print(f"{backend:<8} in process {rate:.1f} predictions/s (file -> top-5, one at a time)")
-    for backend, n, s in rows:
-        if n == max(clients):
-            ratio = s["throughput"] / in_process[backend][0]
-            print(f"target, {backend}, N={n}: throughput {ratio:.2f}x in-process (>= 0.8x: {'met' if ratio >= 0.8 else 'NOT met'}), "
-                  f"{s['errors']} errors in {args.seconds:g} s ({'met' if s['errors'] == 0 else 'NOT met'}"
-                  f"{'' if args.seconds >= 120 else '; the target is over 120 s'}), p95 {s['p95']:.0f} ms")
+    for name, n, s in rows:
+        ratio = f"{s['throughput'] / in_process[name][0]:>12.2f}x" if name in in_process else f"{'-':>13}"
+        print(f"{name:<8} {n:>3} {s['requests']:>9} {s['throughput']:>7.1f} {s['p50']:>8.1f} {s['p95']:>8.1f} "
+              f"{s['p99']:>8.1f} {s['errors']:>7} {ratio} {s['server_cpu_ms']:>18.0f} {s['callers_cpu_ms']:>19.0f}")
+    for backend, (rate, _, cpu_ms) in in_process.items():
+        print(f"{backend:<8} in process {rate:.1f} predictions/s (file -> top-5, one at a time; {cpu_ms:.0f} ms of CPU each)")
+
+
+def print_targets(rows: list[tuple[str, int, dict]], in_process: dict[str, tuple[float, float, float]], n: int, seconds: float) -> None:
+    floor = next((s for name, k, s in rows if name == FLOOR and k == n), None)
+    cores = os.cpu_count() or 1
+    for backend, k, s in rows:
+        if k != n or backend not in in_process:
+            continue
+        rate, _, model_cpu_ms = in_process[backend]
+        ratio = s["throughput"] / rate
+        print(f"target, {backend}, N={n}: throughput {ratio:.2f}x in-process (>= 0.8x: {'met' if ratio >= 0.8 else 'NOT met'}), "
+              f"{s['errors']} errors in {seconds:g} s ({'met' if s['errors'] == 0 else 'NOT met'}"
+              f"{'' if seconds >= 120 else '; the target is over 120 s'}), p95 {s['p95']:.0f} ms")
+        if floor is not None:
+            # Every request costs Gradio's and the callers' CPU (the floor row) plus the model's, on the
+            # same cores; nothing served through this event can do better than that sum allows.
+            per_request = floor["server_cpu_ms"] + floor["callers_cpu_ms"] + model_cpu_ms
+            ceiling = cores * 1000 / per_request
+            print(f"  ceiling on this machine: {cores} cores / ({floor['server_cpu_ms']:.0f} ms Gradio + "
+                  f"{floor['callers_cpu_ms']:.0f} ms callers + {model_cpu_ms:.0f} ms model per request) = "
+                  f"{ceiling:.1f} req/s = {ceiling / rate:.2f}x in-process; measured {s['throughput'] / ceiling:.2f}x of it")
 
 
 if __name__ == "__main__":
