@@ -7,7 +7,7 @@ README). Nothing is built at import: the services and the UI are created in main
 import logging
 import signal
 
-from classifr.config import Settings
+from classifr.core.config import Settings
 from classifr.ui.app import serve
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from classifr.config import Settings
-from classifr.dataset import Example
-from classifr.images import read_image
-from classifr.model import Classifier, configure_runtime
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.data.dataset import Example
+from classifr.core.images import read_image
+from classifr.inference.classifier import Classifier, configure_runtime
+from classifr.app.service import ClassifrService
 from training.train import TrainOptions, run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -24,13 +24,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "datasets" / "clothing-small" / "train"
 
-from classifr.dataset import Example, ProjectDataset  # noqa: E402
-from classifr.dataset_import import import_dataset  # noqa: E402
+from classifr.data.dataset import Example, ProjectDataset  # noqa: E402
+from classifr.data.importing import import_dataset  # noqa: E402
 
 WORKER = """
 import sys
 from pathlib import Path
-from classifr.dataset import Example, ProjectDataset
+from classifr.data.dataset import Example, ProjectDataset
 dataset = ProjectDataset(Path(sys.argv[1]))
 for path in sys.argv[2:]:
     dataset.add(Example(Path(path), "worker"), source="upload")

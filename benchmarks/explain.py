@@ -33,9 +33,9 @@ def median_ms(samples: list[float]) -> float:
 
 def main() -> None:
     args = parse_args()
-    from classifr.config import Settings
-    from classifr.model import configure_runtime
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.inference.classifier import configure_runtime
+    from classifr.app.service import ClassifrService
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-bench-explain-"))

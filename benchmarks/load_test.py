@@ -209,8 +209,8 @@ def main() -> None:
     args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from classifr.model import configure_runtime
-    from classifr.service import open_local_registry
+    from classifr.inference.classifier import configure_runtime
+    from classifr.app.service import open_local_registry
 
     configure_runtime(args.threads)
     clients = [int(n) for n in args.clients.split(",")]

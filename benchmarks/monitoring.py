@@ -26,9 +26,9 @@ from pathlib import Path
 
 from photos import PHOTO, make_12mp_jpeg  # a script's own folder is on sys.path
 
-from classifr.config import Settings
-from classifr.model import configure_runtime
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.inference.classifier import configure_runtime
+from classifr.app.service import ClassifrService
 
 
 def main() -> None:

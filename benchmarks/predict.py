@@ -82,9 +82,9 @@ def main() -> None:
 
     from transformers import AutoModelForImageClassification, pipeline
 
-    from classifr.config import Settings
-    from classifr.model import configure_runtime
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.inference.classifier import configure_runtime
+    from classifr.app.service import ClassifrService
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-bench-"))

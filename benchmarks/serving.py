@@ -5,7 +5,7 @@
 Rows (median and p90 over interleaved repeats, so machine noise hits every row alike), for a
 12-megapixel JPEG (a real clothing photo upscaled to 4000x3000) and the 400x533 photo itself:
   - ORT forward: onnxruntime on one preprocessed image, the session as Classifr configures it;
-  - JPEG decode alone: `classifr.images.read_image` as the service calls it (draft mode at the
+  - JPEG decode alone: `classifr.core.images.read_image` as the service calls it (draft mode at the
     model's size); with the ORT forward it gives the floor of one request, printed at the end;
   - torch forward: the served PyTorch model (channels-last) on the same preprocessed image;
   - Classifr end to end, onnx / torch: file path -> bytes -> decode -> preprocess -> forward ->
@@ -17,7 +17,7 @@ not, and two threads calling `service.predict` at once for a few seconds, which 
 does (one request's decode and resize overlapping another's forward).
 
 v1 needs a verified ONNX export: when the bootstrap did not make one, it is exported here with
-`classifr.onnx_export.export_version`, and the output says so.
+`classifr.inference.onnx_export.export_version`, and the output says so.
 """
 
 from __future__ import annotations
@@ -53,21 +53,21 @@ def parse_args() -> argparse.Namespace:
 
 def ensure_onnx_export(folder: Path) -> str:
     """Make sure the version folder has a verified export; says where it came from."""
-    from classifr.onnx_backend import verified_export
-    from classifr.onnx_export import export_version
+    from classifr.inference.onnx_backend import verified_export
+    from classifr.inference.onnx_export import export_version
 
     if verified_export(folder)[0] is not None:
         return "v1 has a verified ONNX export from the bootstrap"
     result = export_version(folder, version="v1")
     if not result.verified:
         raise SystemExit(f"v1 has no verified ONNX export and exporting it failed: {result.reason}")
-    return "v1 had no ONNX export; exported here with classifr.onnx_export.export_version (verified)"
+    return "v1 had no ONNX export; exported here with classifr.inference.onnx_export.export_version (verified)"
 
 
 def make_service(registry_home: Path, home: Path, backend: str, threads: int):
     """A service on `registry_home`'s registry with its own home (dataset, prediction log)."""
-    from classifr.config import Settings
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.app.service import ClassifrService
 
     home.mkdir(parents=True, exist_ok=True)
     if registry_home != home and not (home / "registry").exists():
@@ -106,10 +106,10 @@ def main() -> None:
     import onnxruntime as ort
     from transformers import pipeline
 
-    from classifr.images import read_image
-    from classifr.model import configure_runtime
-    from classifr.onnx_backend import OnnxClassifier, create_session, verified_export
-    from classifr.service import ClassifrService, open_local_registry
+    from classifr.core.images import read_image
+    from classifr.inference.classifier import configure_runtime
+    from classifr.inference.onnx_backend import OnnxClassifier, create_session, verified_export
+    from classifr.app.service import ClassifrService, open_local_registry
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-serving-"))

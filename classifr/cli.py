@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from classifr.config import Settings
-from classifr.errors import ClassifrError
+from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("arguments", nargs=argparse.REMAINDER)
     benchmark = commands.add_parser(
         "benchmark", help="compare backbones, strategies and baselines, with a report (classifr benchmark --help)",
-        add_help=False, description="Runs python -m training.benchmark with the same arguments.",
+        add_help=False, description="Runs python -m study.run with the same arguments.",
     )
     benchmark.add_argument("arguments", nargs=argparse.REMAINDER)
 
@@ -126,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open_service(settings: Settings):
-    from classifr.model import configure_runtime
-    from classifr.service import ClassifrService
+    from classifr.inference.classifier import configure_runtime
+    from classifr.app.service import ClassifrService
 
     configure_runtime(settings.num_threads)
     return ClassifrService.create(settings)
@@ -213,9 +213,9 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 def _open_dataset(settings: Settings):
     """The project dataset, the serving model's labels, and the Hub sync when one is configured."""
-    from classifr.dataset import ProjectDataset
-    from classifr.dataset_sync import open_sync
-    from classifr.images import ImageLimits
+    from classifr.data.dataset import ProjectDataset
+    from classifr.data.hub_sync import open_sync
+    from classifr.core.images import ImageLimits
 
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     dataset = ProjectDataset(settings.dataset_dir, limits=limits)
@@ -225,8 +225,8 @@ def _open_dataset(settings: Settings):
 
 def _serving_labels(settings: Settings) -> list[str]:
     """The serving model's labels, from its config.json: torch is imported only to build a first v1."""
-    from classifr.labels import checkpoint_labels
-    from classifr.registry import LocalRegistry
+    from classifr.core.labels import checkpoint_labels
+    from classifr.versions.registry import LocalRegistry
 
     if settings.model:
         if Path(settings.model).is_dir():
@@ -250,7 +250,7 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dataset_add(args: argparse.Namespace, settings: Settings, dataset, known) -> int:
-    from classifr.dataset import Example, validate_category
+    from classifr.data.dataset import Example, validate_category
 
     if dataset.resolve_label(args.label, known) is None:
         validate_category(args.label)  # one clear error for a bad --label, not one per image
@@ -265,7 +265,7 @@ def cmd_dataset_add(args: argparse.Namespace, settings: Settings, dataset, known
 
 
 def cmd_dataset_import(args: argparse.Namespace, settings: Settings, dataset, known) -> int:
-    from classifr.dataset_import import import_dataset
+    from classifr.data.importing import import_dataset
 
     if args.limit is not None and args.limit < 1:
         print(f"classifr: error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
@@ -308,7 +308,7 @@ DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats
 # Commands that run a script of the training package as its own process: `classifr` never
 # imports `training` (DESIGN.md), the app keeps serving meanwhile, and `accelerate launch -m
 # training.train` is the same script.
-TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation", "benchmark": "training.benchmark"}
+TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation", "benchmark": "study.run"}
 
 
 def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
@@ -318,7 +318,7 @@ def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from classifr.registry import open_registry  # not via classifr.service: versions and monitor need no torch
+    from classifr.versions.registry import open_registry  # not via classifr.app.service: versions and monitor need no torch
 
     if settings.model:
         raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")
@@ -353,7 +353,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     """Copy the version's verified ONNX graph; a version without one is exported and verified now."""
     import tempfile
 
-    from classifr.onnx_export import copy_verified, export_version, read_export
+    from classifr.inference.onnx_export import copy_verified, export_version, read_export
 
     registry = _registry(settings)
     version = registry.resolve(args.version)
@@ -364,7 +364,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     folder = registry.local_path(version)
     export, source = read_export(folder), "registry"
     if export is None or not export.verified:
-        from classifr.model import configure_runtime
+        from classifr.inference.classifier import configure_runtime
 
         configure_runtime(settings.num_threads)
         # An older version (published before ONNX exports) or one whose export failed: try now,
@@ -389,8 +389,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
-    from classifr.monitor_report import monitor_summary, window_start
-    from classifr.monitoring import PredictionLog
+    from classifr.monitoring.report import monitor_summary, window_start
+    from classifr.monitoring.log import PredictionLog
 
     if not 0.0 < args.low_confidence < 1.0:
         print(f"classifr: error: --low-confidence must be between 0 and 1, got {args.low_confidence}", file=sys.stderr)

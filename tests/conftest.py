@@ -48,7 +48,7 @@ def sample_photos() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real default model (EfficientNet-Lite0, ImageNet-1k) written as v1 would be."""
-    from classifr.bootstrap import write_default_version
+    from classifr.app.bootstrap import write_default_version
 
     folder = tmp_path_factory.mktemp("default-model")
     write_default_version(folder)
@@ -57,7 +57,7 @@ def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_classifier(default_model_dir: Path):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     return Classifier.load(default_model_dir, version="v1")
 
@@ -65,7 +65,7 @@ def default_classifier(default_model_dir: Path):
 @pytest.fixture(scope="session")
 def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CLASSIFR_HOME whose registry holds the bootstrapped v1 (shared, treat as read-only)."""
-    from classifr.service import open_local_registry
+    from classifr.app.service import open_local_registry
 
     home = tmp_path_factory.mktemp("classifr-home")
     open_local_registry(home / "registry")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from classifr.access import NotAMaintainerError, member_of, require_maintainer
-from classifr.config import Settings
-from classifr.errors import ConfigError
+from classifr.app.access import NotAMaintainerError, member_of, require_maintainer
+from classifr.core.config import Settings
+from classifr.core.errors import ConfigError
 
 
 class FakeWhoami:

@@ -22,7 +22,7 @@ def maintainer_app(tmp_path_factory, project_home, clothing_dir):
     """`python app.py` with CLASSIFR_ADMIN_PASSWORD on a project holding 4 clothing labels."""
     import urllib.request
 
-    from classifr.dataset import Example, ProjectDataset
+    from classifr.data.dataset import Example, ProjectDataset
 
     home = tmp_path_factory.mktemp("maintainer-home")
     shutil.copytree(project_home / "registry", home / "registry")

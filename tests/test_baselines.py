@@ -1,4 +1,4 @@
-"""The benchmark's non-backbone candidates (training/baselines.py) on real clothing photos.
+"""The benchmark's non-backbone candidates (study/baselines.py) on real clothing photos.
 
 A small subset keeps this file fast on a CPU: hat, shoes and pants (3 classes, chance = 1/3),
 20 training photos each. The classic models are scored on the next 30 photos of each class
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from classifr.errors import ClassifrError, ConfigError, InvalidImageError
+from classifr.core.errors import ClassifrError, ConfigError, InvalidImageError
 from tests.conftest import CLOTHING
-from training.baselines import (
+from study.baselines import (
     CLASSIC_KINDS,
     CNN_WIDTHS,
     SCRATCH_HISTORY_KEYS,

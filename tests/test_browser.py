@@ -117,7 +117,7 @@ def test_monitor_and_model_tabs_after_a_prediction(page, running_app, sandal_pho
 
 def _write_benchmark_report(folder):
     """A two-run report through the real report writer (the runs' numbers are made up: this checks the tab)."""
-    from training.benchmark_report import write_report
+    from study.report import write_report
 
     labels = ["hat", "shoes"]
     run = {"family": "backbone", "strategy": "head", "features": "embeddings", "backbone": "lite0",

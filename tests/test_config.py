@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from classifr.config import Settings
-from classifr.errors import ConfigError
+from classifr.core.config import Settings
+from classifr.core.errors import ConfigError
 
 
 def test_defaults(tmp_path, monkeypatch):

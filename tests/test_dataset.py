@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from classifr.dataset import (
+from classifr.data.dataset import (
     Example,
     Feedback,
     ProjectDataset,
     normalize_contributor,
     split_of,
 )
-from classifr.errors import ClassifrError, LabelError
+from classifr.core.errors import ClassifrError, LabelError
 from tests.conftest import REPO_ROOT
 
 
@@ -133,7 +133,7 @@ def test_unreadable_images_are_refused_with_the_reason_and_the_rest_go_in(datase
 
 
 def test_huge_images_are_refused_before_decoding(tmp_path):
-    from classifr.images import ImageLimits
+    from classifr.core.images import ImageLimits
 
     dataset = ProjectDataset(tmp_path / "dataset", limits=ImageLimits(max_pixels=10_000))
     big = tmp_path / "big.png"
@@ -213,7 +213,7 @@ def test_an_image_without_a_row_is_harmless_and_reused(dataset, photos):
 ADD_SCRIPT = """
 import sys
 from pathlib import Path
-from classifr.dataset import Example, ProjectDataset
+from classifr.data.dataset import Example, ProjectDataset
 root, label, *paths = sys.argv[1:]
 dataset = ProjectDataset(Path(root))
 for path in paths:  # one add per image: 50 separate lock round trips per process
@@ -245,7 +245,7 @@ def test_eight_processes_adding_fifty_each_give_exactly_400_rows(dataset, photos
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from classifr.dataset import Example, ProjectDataset
+from classifr.data.dataset import Example, ProjectDataset
 root, *paths = sys.argv[1:]
 ProjectDataset(Path(root)).add_many([Example(Path(p), Path(p).parent.name) for p in paths], source="import")
 """

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from classifr.dataset import Example, ProjectDataset
-from classifr.dataset_import import ImportReport, import_dataset
-from classifr.errors import ClassifrError
+from classifr.data.dataset import Example, ProjectDataset
+from classifr.data.importing import ImportReport, import_dataset
+from classifr.core.errors import ClassifrError
 from tests.conftest import SHARED_DATASETS
 
 CIFAR = SHARED_DATASETS / "cifar10"

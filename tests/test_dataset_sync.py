@@ -25,10 +25,10 @@ import yaml
 from huggingface_hub import DatasetCard
 from huggingface_hub.errors import HfHubHTTPError
 
-from classifr.config import Settings
-from classifr.dataset import Example, Feedback, ProjectDataset, Row
-from classifr.dataset_sync import COLUMNS, DatasetSync, DatasetSyncError, open_sync, render_card, write_card
-from classifr.errors import ClassifrError
+from classifr.core.config import Settings
+from classifr.data.dataset import Example, Feedback, ProjectDataset, Row
+from classifr.data.hub_sync import COLUMNS, DatasetSync, DatasetSyncError, open_sync, render_card, write_card
+from classifr.core.errors import ClassifrError
 from tests import fake_hub
 from tests.fake_hub import FakeHfApi
 
@@ -211,10 +211,10 @@ def test_a_failed_push_is_logged_recorded_and_the_next_push_sends_it(dataset, fa
     dataset.add(Example(photos[4], "dress"), source="upload")
     fake.before["create_commit"] = _fail_with_500
 
-    with caplog.at_level(logging.ERROR, logger="classifr.dataset_sync"):
+    with caplog.at_level(logging.ERROR, logger="classifr.data.hub_sync"):
         with pytest.raises(DatasetSyncError, match=f"{REPO}.*500 Server Error"):
             sync.push_now()
-    assert any(REPO in r.getMessage() and r.name == "classifr.dataset_sync" for r in caplog.records)
+    assert any(REPO in r.getMessage() and r.name == "classifr.data.hub_sync" for r in caplog.records)
     status = sync.status()
     assert status["failures"] == 1 and "500 Server Error" in status["last_error"] and status["last_error_at"]
     assert status["commits"] == 1

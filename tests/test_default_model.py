@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from classifr.bootstrap import imagenet_labels
+from classifr.app.bootstrap import imagenet_labels
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_larger_offline_backbones_are_real_imagenet_models(tmp_path, sample_phot
     Measured: palace at p 0.55 / 0.38 and the sandal at 0.83 / 0.85 (Lite0: 0.30 and 0.90). On
     flower.jpg both say "honeycomb": their tighter, larger crop fills the frame with the daisy's disc.
     """
-    from classifr.backbones import load_backbone
+    from classifr.inference.backbones import load_backbone
 
     classifier = load_backbone(name, tmp_path)
     assert classifier.preprocess([Image.new("RGB", (400, 300))]).shape[-2:] == (side, side)  # timm's config
@@ -71,8 +71,8 @@ def test_larger_offline_backbones_are_real_imagenet_models(tmp_path, sample_phot
 
 
 def test_unknown_offline_backbone_is_named():
-    from classifr.backbones import build_offline_model
-    from classifr.errors import ModelLoadError
+    from classifr.inference.backbones import build_offline_model
+    from classifr.core.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="'lite9'.*lite0, lite1, lite2"):
         build_offline_model("lite9")

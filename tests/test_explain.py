@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from classifr.errors import LabelError
-from classifr.explain import METHODS, ExplainError, Explainer, find_stages
-from classifr.model import Classifier
+from classifr.core.errors import LabelError
+from classifr.inference.explain import METHODS, ExplainError, Explainer, find_stages
+from classifr.inference.classifier import Classifier
 
 
 def _photos(clothing_dir, count):
@@ -167,8 +167,8 @@ def test_explaining_leaves_the_serving_model_untouched(tiny_convnext_dir, clothi
 @pytest.mark.slow
 def test_service_draws_on_the_full_size_photo_even_after_a_draft_decode(project_home, sandal_photo, tmp_path):
     """A 2000x1500 JPEG is decoded at 1/4 for the model; the overlay still has the photo's size."""
-    from classifr.config import Settings
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.app.service import ClassifrService
 
     big = tmp_path / "big.jpg"
     Image.open(sandal_photo).convert("RGB").resize((2000, 1500)).save(big, quality=90)
@@ -183,8 +183,8 @@ def test_service_draws_on_the_full_size_photo_even_after_a_draft_decode(project_
 def test_cli_offers_exactly_the_library_choices():
     """The CLI spells the choices out (importing torch would slow `classifr --help`); keep them in step."""
     from classifr.cli import build_parser
-    from classifr.explain import BASELINES
-    from classifr.overlay import VIEWS
+    from classifr.inference.explain import BASELINES
+    from classifr.inference.overlay import VIEWS
 
     explain = build_parser()._subparsers._group_actions[0].choices["explain"]
     choices = {action.dest: tuple(action.choices) for action in explain._actions if action.choices}

@@ -1,4 +1,4 @@
-"""classifr.images: every way an image can enter, and every way it can be broken or unusual.
+"""classifr.core.images: every way an image can enter, and every way it can be broken or unusual.
 
 The corpus of bad and unusual files is built in pytest's temp folders at test time; the real
 photos come from ../shared/datasets beside the repo. Nothing here decodes anything large.
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from classifr import images
-from classifr.errors import ConfigError, ImageTooLargeError, InvalidImageError
-from classifr.images import ImageLimits, LoadedImage, describe_limits, read_image
+from classifr.core import images
+from classifr.core.errors import ConfigError, ImageTooLargeError, InvalidImageError
+from classifr.core.images import ImageLimits, LoadedImage, describe_limits, read_image
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 PHOTOS = DATASETS / "clothing-small" / "test"
@@ -450,7 +450,7 @@ def test_broken_exif_falls_back_to_no_rotation(
         raise SyntaxError("not a TIFF file")
 
     monkeypatch.setattr(ImageOps, "exif_transpose", broken)
-    with caplog.at_level(logging.WARNING, logger="classifr.images"):
+    with caplog.at_level(logging.WARNING, logger="classifr.core.images"):
         loaded = read_image(path)
     assert loaded.image.size == loaded.original_size == (40, 20)
     assert "damaged.jpg: ignoring unreadable EXIF orientation" in caplog.text
@@ -625,7 +625,7 @@ def test_module_never_touches_pillow_globals(tmp_path: Path, bomb_png: Path, pho
     with pytest.raises(ImageTooLargeError):
         read_image(bomb_png)
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, list(warnings.filters)) == before
-    assert images.logger.name == "classifr.images"
+    assert images.logger.name == "classifr.core.images"
 
 
 def test_the_logs_copy_is_a_small_jpeg_as_received_else_a_thumbnail(sandal_photo, tmp_path):
@@ -634,7 +634,7 @@ def test_the_logs_copy_is_a_small_jpeg_as_received_else_a_thumbnail(sandal_photo
 
     from PIL import Image
 
-    from classifr.images import read_image, stored_copy
+    from classifr.core.images import read_image, stored_copy
 
     small = read_image(sandal_photo, min_side=224)
     assert stored_copy(small) == sandal_photo.read_bytes()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from classifr.errors import LabelError
-from classifr.labels import LabelSet, normalize_label
+from classifr.core.errors import LabelError
+from classifr.core.labels import LabelSet, normalize_label
 
 
 @pytest.mark.parametrize(
@@ -53,14 +53,14 @@ def test_unknown_label_is_named():
 
 def test_checkpoint_labels_match_the_loaded_model(default_model_dir, tiny_vit_dir, default_classifier):
     """Read from config.json alone: timm's label_names list and a ViT's id2label."""
-    from classifr.labels import checkpoint_labels
+    from classifr.core.labels import checkpoint_labels
 
     assert checkpoint_labels(default_model_dir) == default_classifier.labels
     assert list(checkpoint_labels(tiny_vit_dir)) == ["cat", "dog", "bird"]
 
 
 def test_checkpoint_labels_of_a_folder_without_config(tmp_path):
-    from classifr.labels import checkpoint_labels
+    from classifr.core.labels import checkpoint_labels
 
     with pytest.raises(LabelError, match="cannot read the labels"):
         checkpoint_labels(tmp_path)

@@ -16,7 +16,7 @@ def _modules_after_import(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["classifr.service", "classifr.cli", "classifr.registry", "classifr.images", "classifr.explain"])
+@pytest.mark.parametrize("module", ["classifr.app.service", "classifr.cli", "classifr.versions.registry", "classifr.core.images", "classifr.inference.explain"])
 def test_library_does_not_import_gradio_or_training(module):
     loaded = _modules_after_import(module)
     assert "gradio" not in loaded
@@ -28,7 +28,7 @@ def test_cli_starts_without_torch():
     assert "torch" not in _modules_after_import("classifr.cli")
 
 
-@pytest.mark.parametrize("module", ["classifr.registry", "classifr.monitor_report", "classifr.bootstrap"])
+@pytest.mark.parametrize("module", ["classifr.versions.registry", "classifr.monitoring.report", "classifr.app.bootstrap"])
 def test_registry_and_monitor_commands_need_no_torch(module):
     # classifr versions / promote / rollback / monitor answer in about a second, not after ~10 s of imports.
     assert "torch" not in _modules_after_import(module)

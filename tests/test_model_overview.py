@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from classifr.dataset import Example, ProjectDataset
-from classifr.labels import LabelSet
-from classifr.model_overview import (
+from classifr.data.dataset import Example, ProjectDataset
+from classifr.core.labels import LabelSet
+from classifr.versions.overview import (
     ModelOverview,
     count_parameters,
     count_safetensors_parameters,
@@ -22,7 +22,7 @@ from classifr.model_overview import (
     describe_version,
     render_markdown,
 )
-from classifr.registry import LocalRegistry
+from classifr.versions.registry import LocalRegistry
 
 TRAIN_COUNTS = {"hat": 30, "<script>": 3, "a|b": 4, "tench": 5}
 PER_CLASS = {
@@ -213,7 +213,7 @@ def test_version_published_before_the_model_tab_shows_what_is_known(registry: Lo
 
 
 def test_corrupt_metrics_and_missing_weights_leave_gaps_not_errors(registry: LocalRegistry, caplog):
-    with caplog.at_level(logging.WARNING, logger="classifr.model_overview"):
+    with caplog.at_level(logging.WARNING, logger="classifr.versions.overview"):
         overview = describe_version(registry, "latest")
     assert overview.version == "v4"
     assert overview.metrics == {} and any("metrics.json" in r.getMessage() for r in caplog.records)
@@ -244,7 +244,7 @@ def test_a_model_served_without_registry(default_classifier, default_model_dir: 
     assert overview.architecture == "tf_efficientnet_lite0" and overview.num_labels == 1000
     assert "Not known (served without a registry)" in render_markdown(overview)
 
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     vit = Classifier.load(tiny_vit_dir, version=str(tiny_vit_dir))
     overview = describe_model(vit)
@@ -275,8 +275,8 @@ def test_markdown_escapes_labels_and_dataset_names():
 def test_model_tab_serves_the_card_under_its_api_name(registry: LocalRegistry, default_classifier, tmp_path: Path):
     import gradio as gr
 
-    from classifr.config import Settings
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.app.service import ClassifrService
     from classifr.ui.model import build_model_tab, make_model_card, version_choices
 
     service = ClassifrService(Settings(home=tmp_path), registry=registry, classifier=default_classifier)

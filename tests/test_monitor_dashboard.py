@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from classifr.errors import VersionNotFoundError
-from classifr.monitor_report import (
+from classifr.core.errors import VersionNotFoundError
+from classifr.monitoring.report import (
     BASELINE_PREDICTIONS,
     RECENT_PREDICTIONS,
     WINDOWS,
@@ -24,8 +24,8 @@ from classifr.monitor_report import (
     version_drift,
     window_start,
 )
-from classifr.monitoring import INSERT_PREDICTION_SQL, PSI_THRESHOLD, PredictionLog
-from classifr.registry import VersionInfo
+from classifr.monitoring.log import INSERT_PREDICTION_SQL, PSI_THRESHOLD, PredictionLog
+from classifr.versions.registry import VersionInfo
 from classifr.ui.monitor import (
     SUMMARY_HEADERS,
     VERSION_HEADERS,

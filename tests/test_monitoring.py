@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifr.errors import ClassifrError
-from classifr.monitoring import (
+from classifr.core.errors import ClassifrError
+from classifr.monitoring.log import (
     INSERT_PREDICTION_SQL,
     DriftReport,
     LoggedPrediction,
@@ -112,7 +112,7 @@ def test_feedback_by_image_hash_goes_to_the_most_recent_prediction_of_that_image
 def test_feedback_for_an_unknown_prediction_is_harmless(log, caplog):
     item = record()
     log.log(item)
-    with caplog.at_level(logging.INFO, logger="classifr.monitoring"):
+    with caplog.at_level(logging.INFO, logger="classifr.monitoring.log"):
         log.record_feedback(prediction_id="no-such-id", label="cat", kind="confirmed")
         log.record_feedback(image_sha256="e" * 64, label="cat", kind="confirmed")
         assert log.flush()
@@ -214,7 +214,7 @@ def test_a_full_queue_drops_and_counts_without_blocking_or_raising(tmp_path, cap
         # Only once the writer is stuck in its write is the queue's content known exactly: before,
         # it may still be collecting a batch and take any number of the records that follow.
         assert stalled.wait(10)
-        with caplog.at_level(logging.WARNING, logger="classifr.monitoring"):
+        with caplog.at_level(logging.WARNING, logger="classifr.monitoring.log"):
             for _ in range(20):
                 log.log(record())
         release.set()
@@ -234,7 +234,7 @@ def test_a_failed_write_is_retried_once_then_dropped_and_the_writer_goes_on(log,
             raise sqlite3.OperationalError("database or disk is full")
 
     log._write_batch = flaky
-    with caplog.at_level(logging.ERROR, logger="classifr.monitoring"):
+    with caplog.at_level(logging.ERROR, logger="classifr.monitoring.log"):
         log.log(first := record())
         assert log.flush()
         log.log(lost := record())

@@ -1,7 +1,7 @@
 """Serving through ONNX Runtime: backend choice, parity with PyTorch, and the service on top of it.
 
 v1 is served with the export its bootstrap made and verified; other checkpoints are exported here
-with the same exporter (classifr.onnx_export).
+with the same exporter (classifr.inference.onnx_export).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from classifr.config import Settings
-from classifr.errors import ConfigError, ModelLoadError
-from classifr.images import read_image
-from classifr.model import Classifier, classifier_head
-from classifr.onnx_export import export_onnx
-from classifr.onnx_backend import EXPORT_FILE, ONNX_FILE, OnnxClassifier, load_classifier, verified_export
-from classifr.service import ClassifrService, open_local_registry
+from classifr.core.config import Settings
+from classifr.core.errors import ConfigError, ModelLoadError
+from classifr.core.images import read_image
+from classifr.inference.classifier import Classifier, classifier_head
+from classifr.inference.onnx_export import export_onnx
+from classifr.inference.onnx_backend import EXPORT_FILE, ONNX_FILE, OnnxClassifier, load_classifier, verified_export
+from classifr.app.service import ClassifrService, open_local_registry
 
 from tests.conftest import CLOTHING
 
@@ -147,7 +147,7 @@ def test_many_threads_share_one_session(both, clothing_dir):
 
 
 def test_auto_and_onnx_serve_a_verified_export_and_torch_ignores_it(tiny_export, caplog):
-    with caplog.at_level(logging.INFO, logger="classifr.onnx_backend"):
+    with caplog.at_level(logging.INFO, logger="classifr.inference.onnx_backend"):
         auto = load_classifier(tiny_export, version="t", num_threads=1)
     assert isinstance(auto, OnnxClassifier) and auto.backend == "onnx"
     assert "serves through ONNX Runtime" in caplog.text
@@ -182,7 +182,7 @@ def test_auto_and_onnx_serve_a_verified_export_and_torch_ignores_it(tiny_export,
 )
 def test_without_a_servable_export_auto_uses_torch_and_onnx_says_why(tiny_export, break_it, reason, caplog):
     break_it(tiny_export)
-    with caplog.at_level(logging.INFO, logger="classifr.onnx_backend"):
+    with caplog.at_level(logging.INFO, logger="classifr.inference.onnx_backend"):
         auto = load_classifier(tiny_export, version="t", num_threads=1)
     assert type(auto) is Classifier and auto.backend == "torch"
     assert "t serves through PyTorch" in caplog.text and reason in caplog.text

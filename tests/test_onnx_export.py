@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifr import onnx_export
-from classifr.onnx_export import (
+from classifr.inference import onnx_export
+from classifr.inference.onnx_export import (
     EXPORT_FILE,
     INT8_FILE,
     ONNX_FILE,
@@ -44,7 +44,7 @@ def _clothing_photos(clothing_dir: Path, per_class: int) -> list[Path]:
 
 
 def _pixels(classifier, paths) -> np.ndarray:
-    from classifr.images import read_image
+    from classifr.core.images import read_image
 
     images = [read_image(p, min_side=classifier.min_side).image for p in paths]
     return np.ascontiguousarray(classifier.preprocess(images).numpy())
@@ -65,7 +65,7 @@ def v1_export(default_classifier, clothing_dir, tmp_path_factory):
 
 
 def _decoded(classifier, paths):
-    from classifr.images import read_image
+    from classifr.core.images import read_image
 
     return [read_image(p, min_side=classifier.min_side).image for p in paths]
 
@@ -137,7 +137,7 @@ def test_v1_int8_follows_the_half_point_rule(v1_export):
 
 @pytest.mark.parametrize("folder_fixture", ["tiny_vit_dir", "tiny_convnext_dir"])
 def test_tiny_vit_and_convnext_export_and_verify(folder_fixture, request, tmp_path, clothing_dir):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     classifier = Classifier.load(request.getfixturevalue(folder_fixture), version="tiny")
     photos = _clothing_photos(clothing_dir, 4)
@@ -158,7 +158,7 @@ def test_dynamo_exporter_is_the_fallback(tiny_convnext_dir, tmp_path, monkeypatc
     """A torch without the TorchScript exporter: the dynamo exporter writes an equally verified graph."""
     import torch
 
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     real_export = torch.onnx.export
 
@@ -182,7 +182,7 @@ def test_a_disagreeing_graph_is_refused_and_deleted(tiny_convnext_dir, tmp_path,
     import onnx
     from onnx import numpy_helper
 
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     real = onnx_export._export_graph
 
@@ -211,7 +211,7 @@ def _failing_exporter(*args, **kwargs):
 def test_an_exporter_failure_is_recorded_not_raised(tiny_vit_dir, tmp_path, monkeypatch, caplog):
     import torch
 
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     monkeypatch.setattr(torch.onnx, "export", _failing_exporter)
     export = export_onnx(Classifier.load(tiny_vit_dir, version="tiny"), tmp_path, sample_verification_images(8))
@@ -222,7 +222,7 @@ def test_an_exporter_failure_is_recorded_not_raised(tiny_vit_dir, tmp_path, monk
 
 
 def test_programmer_errors_raise(tiny_vit_dir, tmp_path):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     with pytest.raises(FileNotFoundError, match="no such folder"):
         export_onnx(Classifier.load(tiny_vit_dir, version="tiny"), tmp_path / "missing", [])
@@ -231,7 +231,7 @@ def test_programmer_errors_raise(tiny_vit_dir, tmp_path):
 
 
 def test_no_readable_image_is_not_verified(tiny_vit_dir, tmp_path):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
@@ -273,7 +273,7 @@ def test_int8_rule():
 
 @pytest.mark.parametrize(("forced", "kept"), [((0.9, 0.8), False), ((0.9, 0.897), True)])
 def test_int8_is_kept_or_deleted_by_the_forced_accuracy(forced, kept, tiny_convnext_dir, tmp_path, monkeypatch):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     monkeypatch.setattr(onnx_export, "_accuracies", lambda *args: list(forced))
     images = sample_verification_images(8)
@@ -288,7 +288,7 @@ def test_int8_is_kept_or_deleted_by_the_forced_accuracy(forced, kept, tiny_convn
 
 
 def test_no_eval_set_or_no_quantize_means_no_int8(tiny_convnext_dir, tmp_path):
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
 
     classifier = Classifier.load(tiny_convnext_dir, version="tiny")
     images = sample_verification_images(8)
@@ -310,7 +310,7 @@ def test_sample_images_are_varied_real_photo_crops():
 
 
 def _registry_with_v1(root: Path, checkpoint: Path):
-    from classifr.registry import LocalRegistry
+    from classifr.versions.registry import LocalRegistry
 
     registry = LocalRegistry(root)
     registry.publish(lambda folder: shutil.copytree(checkpoint, folder, dirs_exist_ok=True), parent=None, aliases=["production"])
@@ -320,8 +320,8 @@ def _registry_with_v1(root: Path, checkpoint: Path):
 def _version_files(checkpoint: Path, png: Path, **extra):
     from PIL import Image
 
-    from classifr.labels import LabelSet
-    from classifr.model import Classifier
+    from classifr.core.labels import LabelSet
+    from classifr.inference.classifier import Classifier
     from training.publish import VersionFiles
 
     Image.new("RGB", (8, 8)).save(png)
@@ -371,8 +371,8 @@ def test_publish_still_publishes_when_the_export_fails(tiny_vit_dir, tmp_path, m
 def test_bootstrap_publishes_v1_even_when_the_export_fails(tmp_path, monkeypatch):
     import torch
 
-    from classifr.bootstrap import ensure_default_version
-    from classifr.registry import LocalRegistry
+    from classifr.app.bootstrap import ensure_default_version
+    from classifr.versions.registry import LocalRegistry
 
     monkeypatch.setattr(torch.onnx, "export", _failing_exporter)
     registry = LocalRegistry(tmp_path / "registry")
@@ -450,9 +450,9 @@ def test_cli_exports_an_older_version_now(tiny_vit_dir, tmp_path):
 def test_model_tab_offers_the_verified_graph_as_version_onnx(project_home, default_classifier, tiny_vit_dir, tmp_path):
     import gradio as gr
 
-    from classifr.config import Settings
-    from classifr.registry import LocalRegistry
-    from classifr.service import ClassifrService
+    from classifr.core.config import Settings
+    from classifr.versions.registry import LocalRegistry
+    from classifr.app.service import ClassifrService
     from classifr.ui.model import OnnxDownloads, build_model_tab
 
     root = tmp_path / "registry"

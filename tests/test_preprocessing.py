@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor
 
-from classifr.preprocessing import FastPreprocessor, ProcessorPreprocessor, create_preprocessor
+from classifr.core.preprocessing import FastPreprocessor, ProcessorPreprocessor, create_preprocessor
 
 
 def _photos(clothing_dir, count):

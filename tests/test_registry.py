@@ -24,9 +24,9 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-import classifr.registry as registry_module
-from classifr.errors import ConfigError, RegistryError, VersionNotFoundError
-from classifr.registry import (
+import classifr.versions.registry as registry_module
+from classifr.core.errors import ConfigError, RegistryError, VersionNotFoundError
+from classifr.versions.registry import (
     ALIASES,
     REGISTRY_FILE,
     VERSION_FILE,
@@ -389,7 +389,7 @@ def _dead_pid() -> int:
 _CHILD_PRELUDE = """
 import json, sys, time
 from pathlib import Path
-import classifr.registry as registry
+import classifr.versions.registry as registry
 root, ready = Path(sys.argv[1]), Path(sys.argv[2])
 
 def write_all(folder):
@@ -479,7 +479,7 @@ def test_local_crash_between_rename_and_alias_update_stays_consistent(tmp_path: 
 _CONCURRENT_PUBLISH = """
 import json, sys, time
 from pathlib import Path
-from classifr.registry import LocalRegistry
+from classifr.versions.registry import LocalRegistry
 root, ready, go, writer = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 
 def write(folder):

@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from classifr.config import Settings
-from classifr.errors import InvalidImageError
-from classifr.model import Classifier
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.core.errors import InvalidImageError
+from classifr.inference.classifier import Classifier
+from classifr.app.service import ClassifrService
 
 
 def _service(home, **overrides) -> ClassifrService:
@@ -37,7 +37,7 @@ def test_any_transformers_checkpoint_serves_through_the_same_path(fixture, reque
 
 
 def test_hub_id_that_cannot_be_loaded_offline_gives_a_clear_error(tmp_path):
-    from classifr.errors import ModelLoadError
+    from classifr.core.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="could not load image classifier from 'nobody/no-such-model'"):
         _service(tmp_path, model="nobody/no-such-model")
@@ -90,7 +90,7 @@ def test_thread_safe_under_concurrent_callers(project_home, clothing_dir):
 
 @pytest.mark.slow
 def test_promote_and_rollback_switch_what_is_served(tmp_path, sandal_photo):
-    from classifr.bootstrap import write_default_version
+    from classifr.app.bootstrap import write_default_version
 
     service = _service(tmp_path / "home")
     v2 = service.registry.publish(write_default_version, parent="v1", metadata={"note": "same weights"})

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from classifr.config import Settings
-from classifr.errors import ClassifrError
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
+from classifr.app.service import ClassifrService
 
 
 def _photos(clothing_dir: Path, n: int) -> list[Path]:
@@ -57,7 +57,7 @@ def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clo
 
 
 def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_photo, default_classifier):
-    from classifr.images import read_image
+    from classifr.core.images import read_image
 
     service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
     try:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from classifr.config import Settings
-from classifr.errors import ClassifrError
-from classifr.service import ClassifrService, feedback_from
+from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
+from classifr.app.service import ClassifrService, feedback_from
 
 pytestmark = pytest.mark.slow
 

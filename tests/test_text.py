@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from classifr.text import escape_markdown
+from classifr.core.text import escape_markdown
 
 
 @pytest.mark.parametrize(

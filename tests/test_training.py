@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifr.errors import ClassifrError
-from classifr.labels import LabelSet
+from classifr.core.errors import ClassifrError
+from classifr.core.labels import LabelSet
 from tests.conftest import REPO_ROOT
 from training.head import train_extended_head, train_new_head
 from training.versions import plan_labels, with_head
@@ -71,7 +71,7 @@ def test_a_new_head_saves_and_reloads_with_its_labels(folder_fixture, request, t
     """timm wrapper (labels saved as label_names) and a Transformers ViT (id2label) alike."""
     from transformers import AutoImageProcessor
 
-    from classifr.model import Classifier
+    from classifr.inference.classifier import Classifier
     from training.embeddings import classifier_head
 
     folder = request.getfixturevalue(folder_fixture)
@@ -98,7 +98,7 @@ def _train(home, *args):
 def _add(home, paths, label):
     """What `classifr dataset add --label` does (tests/test_cli_dataset.py runs that command), in process:
     a subprocess per label would spend most of this file's time importing torch."""
-    from classifr.dataset import Example, ProjectDataset
+    from classifr.data.dataset import Example, ProjectDataset
 
     results = ProjectDataset(home / "dataset").add_many([Example(p, label) for p in paths], source="upload")
     assert [r.status for r in results] == ["added"] * len(paths)
@@ -129,7 +129,7 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     assert (folder / "metrics.json").is_file() and (folder / "confusion_matrix.png").is_file()
     card = (folder / "README.md").read_text()
     assert "model-index" in card and "hat" in card and "v2" in card
-    from classifr.labels import checkpoint_labels
+    from classifr.core.labels import checkpoint_labels
 
     assert list(checkpoint_labels(folder)) == old + ["hat", "shoes"]  # v2's ids kept, new ones appended
     env = {**os.environ, "CLASSIFR_HOME": str(home)}
@@ -174,7 +174,7 @@ def test_full_strategy_runs_through_the_script_and_tracks_each_epoch(project_hom
 
 def test_an_external_dataset_is_imported_once_and_a_failed_import_leaves_nothing(clothing_dir, tmp_path, monkeypatch):
     """`classifr train --dataset SOURCE`: imported into the cache once; an import that dies midway is not reused."""
-    import classifr.dataset_import as dataset_import
+    import classifr.data.importing as dataset_import
     from training.data import external_dataset
 
     source = tmp_path / "source"

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifr.config import Settings
-from classifr.dataset import Example
-from classifr.registry import LocalRegistry
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.data.dataset import Example
+from classifr.versions.registry import LocalRegistry
+from classifr.app.service import ClassifrService
 from training.anchors import look_alikes, same_backbone_versions, traffic_anchors
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from classifr.errors import ClassifrError, ConfigError
-from classifr.model import Classifier
+from classifr.core.errors import ClassifrError, ConfigError
+from classifr.inference.classifier import Classifier
 from tests.conftest import CLOTHING
 from training.full import HISTORY_KEYS, FullConfig, FullResult, resolve_mixed_precision, train_full
 

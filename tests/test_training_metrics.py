@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from classifr.errors import ClassifrError, LabelError
+from classifr.core.errors import ClassifrError, LabelError
 from tests.conftest import REPO_ROOT
 from training.metrics import (
     METRIC_NAMES,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifr.config import Settings
-from classifr.errors import ClassifrError
+from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
 from tests.conftest import REPO_ROOT
 from training import tracking
 from training.tracking import TRACKER, RunTracker, flatten_numbers, list_runs, tracking_folder

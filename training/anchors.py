@@ -18,9 +18,9 @@ from collections.abc import Collection
 
 import numpy as np
 
-from classifr.config import Settings
-from classifr.monitoring import PredictionLog
-from classifr.registry import ModelRegistry
+from classifr.core.config import Settings
+from classifr.monitoring.log import PredictionLog
+from classifr.versions.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

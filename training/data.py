@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifr.dataset import ProjectDataset
-from classifr.errors import ClassifrError
+from classifr.data.dataset import ProjectDataset
+from classifr.core.errors import ClassifrError
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def imported_once(source: str, folder: Path, *, datasets_cache: Path, limit: int
     The import writes into a temporary folder renamed into place only when it is complete, so a
     failed or interrupted import is never mistaken for the data next time.
     """
-    from classifr.dataset_import import import_dataset
+    from classifr.data.importing import import_dataset
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from classifr.errors import ClassifrError
-from classifr.images import ImageLimits, read_image
-from classifr.model import Classifier, classifier_head  # noqa: F401  (training imports it from here)
+from classifr.core.errors import ClassifrError
+from classifr.core.images import ImageLimits, read_image
+from classifr.inference.classifier import Classifier, classifier_head  # noqa: F401  (training imports it from here)
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from classifr.config import Settings
-from classifr.dataset import ProjectDataset
-from classifr.errors import ClassifrError, VersionNotFoundError
-from classifr.images import read_image
-from classifr.model import Classifier, Prediction, configure_runtime
-from classifr.onnx_backend import load_classifier
+from classifr.core.config import Settings
+from classifr.data.dataset import ProjectDataset
+from classifr.core.errors import ClassifrError, VersionNotFoundError
+from classifr.core.images import read_image
+from classifr.inference.classifier import Classifier, Prediction, configure_runtime
+from classifr.inference.onnx_backend import load_classifier
 from training.data import collect
 from training.metrics import classification_metrics, compare_with_parent
 
@@ -45,7 +45,7 @@ def top1_scored(classifier: Classifier, paths: Sequence) -> list[Prediction]:
 
 
 def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:
-    from classifr.registry import open_registry
+    from classifr.versions.registry import open_registry
 
     registry = open_registry(settings)
     if ref is None:

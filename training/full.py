@@ -3,7 +3,7 @@
 The caller hands over a model whose head already has the right rows and labels; `train_full`
 trains a copy of it and returns the weights of the epoch with the best evaluation accuracy.
 
-Images are decoded with `classifr.images.read_image` and turned into tensors by the served
+Images are decoded with `classifr.core.images.read_image` and turned into tensors by the served
 `preprocess`, so training sees exactly the pixels serving sees; augmentation (a random crop of
 60-100% of the area and a horizontal flip) happens on the decoded image before that.
 
@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from classifr.errors import ClassifrError, ConfigError
-from classifr.images import read_image
+from classifr.core.errors import ClassifrError, ConfigError
+from classifr.core.images import read_image
 from training.embeddings import classifier_head
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from classifr.errors import ClassifrError
+from classifr.core.errors import ClassifrError
 
 logger = logging.getLogger(__name__)
 

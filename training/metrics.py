@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classifr.errors import ClassifrError, LabelError
+from classifr.core.errors import ClassifrError, LabelError
 
 if TYPE_CHECKING:
     import evaluate

@@ -12,9 +12,9 @@ import torch
 from huggingface_hub import EvalResult as HubEvalResult
 from huggingface_hub import ModelCard, ModelCardData
 
-from classifr.labels import LabelSet
-from classifr.registry import ModelRegistry, VersionInfo
-from classifr.text import escape_markdown
+from classifr.core.labels import LabelSet
+from classifr.versions.registry import ModelRegistry, VersionInfo
+from classifr.core.text import escape_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class VersionFiles:
     # the int8 accuracy check (all of them). Empty: verified on the sample photos, no int8.
     eval_images: list[Path] = field(default_factory=list)
     eval_labels: list[str] = field(default_factory=list)
-    onnx: bool = True  # export model.onnx beside the weights (classifr.onnx_export)
+    onnx: bool = True  # export model.onnx beside the weights (classifr.inference.onnx_export)
     # ORT quantizes only MatMul/Gemm dynamically (its ConvInteger ran 10x slower than float32 here), so
     # for a CNN only the head shrinks; measured on v1: 3.8 of 18.6 MB saved, 0.8 point lost. Opt-in.
     onnx_int8: bool = False
@@ -105,7 +105,7 @@ class VersionFiles:
 
     def _export_onnx(self, folder: Path) -> str:
         """Export and verify the saved checkpoint as the server loads it; a failure never stops publishing."""
-        from classifr.onnx_export import MAX_VERIFICATION_IMAGES, export_version
+        from classifr.inference.onnx_export import MAX_VERIFICATION_IMAGES, export_version
 
         images = list(self.eval_images[:MAX_VERIFICATION_IMAGES]) or None  # None: the sample photos
         eval_set = (list(self.eval_images), list(self.eval_labels)) if self.eval_images and self.onnx_int8 else None
@@ -119,7 +119,7 @@ class VersionFiles:
         return export.summary()
 
     def summary(self) -> dict[str, Any]:
-        """metrics.json: the evaluation plus what the Model tab shows (classifr.model_overview reads it)."""
+        """metrics.json: the evaluation plus what the Model tab shows (classifr.versions.overview reads it)."""
         return {
             "metrics": self.metrics,
             "comparison": self.comparison,

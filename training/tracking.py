@@ -36,8 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from classifr.config import Settings
-from classifr.errors import ClassifrError
+from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
 
 logger = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from classifr.config import Settings
-from classifr.dataset import ProjectDataset
-from classifr.errors import ClassifrError
-from classifr.images import ImageLimits
-from classifr.labels import LabelSet
-from classifr.model import Classifier, configure_runtime
-from classifr.registry import ModelRegistry
+from classifr.core.config import Settings
+from classifr.data.dataset import ProjectDataset
+from classifr.core.errors import ClassifrError
+from classifr.core.images import ImageLimits
+from classifr.core.labels import LabelSet
+from classifr.inference.classifier import Classifier, configure_runtime
+from classifr.versions.registry import ModelRegistry
 from training import head as head_training
 from training.anchors import look_alikes, traffic_anchors
 from training.data import TrainingData, collect, external_dataset
@@ -112,7 +112,7 @@ def run(
     on_progress: Callable[[str, float], None] | None = None,
 ) -> TrainOutcome:
     """One training run, published as a new version; see the module docstring."""
-    from classifr.registry import open_registry
+    from classifr.versions.registry import open_registry
 
     report = on_progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}

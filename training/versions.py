@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from classifr.errors import ClassifrError
-from classifr.labels import LabelSet
+from classifr.core.errors import ClassifrError
+from classifr.core.labels import LabelSet
 from training.embeddings import classifier_head
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from pathlib import Path
 import gradio as gr
 from fastapi.responses import Response
 
-from classifr.config import Settings
-from classifr.model import configure_runtime
-from classifr.service import ClassifrService
+from classifr.core.config import Settings
+from classifr.inference.classifier import configure_runtime
+from classifr.app.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
 from classifr.ui.model import build_model_tab
 from classifr.ui.monitor import build_monitor_tab

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from classifr.errors import ClassifrError
-from classifr.images import ImageLimits, describe_limits
-from classifr.service import ClassifrService, PredictionResult
+from classifr.core.errors import ClassifrError
+from classifr.core.images import ImageLimits, describe_limits
+from classifr.app.service import ClassifrService, PredictionResult
 from classifr.ui.components import ImageFileInput
 from classifr.ui.feedback import build_feedback_panel
 

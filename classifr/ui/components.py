@@ -15,7 +15,7 @@ class ImageFileInput(gr.Image):
 
     gr.Image opens every upload with Pillow before the event runs: an unreadable file or a
     decompression bomb would then fail inside Gradio with no readable message, and a whole batch
-    with it. Classifr decodes images itself (`classifr.images`: limits, JPEG draft mode, every
+    with it. Classifr decodes images itself (`classifr.core.images`: limits, JPEG draft mode, every
     mode), so this input passes the path through untouched. Create it with `type="filepath"` and
     `image_mode=None` (Gradio records constructor arguments by signature, so no __init__ here).
     Gradio writes a `components.pyi` typing stub beside this file on import; it is git-ignored.

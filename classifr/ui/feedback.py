@@ -2,7 +2,7 @@
 
 `ProjectDatasetCallback` is Gradio's flagging boundary (setup / flag) over the project dataset:
 Gradio 5+ has no Hub dataset saver, and ours writes where everything else of the project lives
-(CLASSIFR_HOME/dataset, synced to the Hub by classifr.dataset_sync), so `flagging_dir` is unused.
+(CLASSIFR_HOME/dataset, synced to the Hub by classifr.data.hub_sync), so `flagging_dir` is unused.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import gradio as gr
 from gradio.components import Component
 from gradio.flagging import FlaggingCallback
 
-from classifr.dataset import NEW_CATEGORY, AddResult
-from classifr.errors import ClassifrError
-from classifr.service import ClassifrService, feedback_from
-from classifr.text import escape_markdown as inert
+from classifr.data.dataset import NEW_CATEGORY, AddResult
+from classifr.core.errors import ClassifrError
+from classifr.app.service import ClassifrService, feedback_from
+from classifr.core.text import escape_markdown as inert
 
 logger = logging.getLogger(__name__)
 

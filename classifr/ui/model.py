@@ -17,11 +17,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from classifr.errors import ClassifrError
-from classifr.model_overview import ModelOverview, describe_model, describe_version, render_markdown
-from classifr.onnx_export import verified_onnx_path
-from classifr.service import ClassifrService
-from classifr.ui.benchmarks import build_benchmark_section
+from classifr.core.errors import ClassifrError
+from classifr.versions.overview import ModelOverview, describe_model, describe_version, render_markdown
+from classifr.inference.onnx_export import verified_onnx_path
+from classifr.app.service import ClassifrService
+from classifr.ui.study import build_benchmark_section
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from classifr.errors import ClassifrError
-from classifr.monitor_report import WINDOWS, monitor_summary, window_start
-from classifr.service import ClassifrService
-from classifr.text import escape_markdown
+from classifr.core.errors import ClassifrError
+from classifr.monitoring.report import WINDOWS, monitor_summary, window_start
+from classifr.app.service import ClassifrService
+from classifr.core.text import escape_markdown
 from classifr.ui.feedback import username_of
 from classifr.ui.train import comparison_table, require_maintainer
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from classifr.dataset import NEW_CATEGORY, AddResult
-from classifr.errors import ClassifrError
-from classifr.service import ClassifrService
+from classifr.data.dataset import NEW_CATEGORY, AddResult
+from classifr.core.errors import ClassifrError
+from classifr.app.service import ClassifrService
 from classifr.ui.feedback import storage_notice, username_of
-from classifr.text import escape_markdown as inert
+from classifr.core.text import escape_markdown as inert
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import gradio as gr
 
-from classifr import access
-from classifr.errors import ClassifrError, VersionNotFoundError
-from classifr.jobs import JobState, TrainingJobs
-from classifr.service import ClassifrService
-from classifr.text import escape_markdown
+from classifr.app import access
+from classifr.core.errors import ClassifrError, VersionNotFoundError
+from classifr.app.jobs import JobState, TrainingJobs
+from classifr.app.service import ClassifrService
+from classifr.core.text import escape_markdown
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 
 import gradio as gr
 
-from classifr.service import ClassifrService
+from classifr.app.service import ClassifrService
 
 logger = logging.getLogger(__name__)
 

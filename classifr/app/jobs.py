@@ -1,0 +1,123 @@
+"""Training runs started from the app: one at a time, in a child process, with progress and cancel.
+
+The run is `python -m training.train` (the same script as `classifr train`), so training never
+blocks a request handler or competes with serving for the GIL, cancelling is terminating a
+process, and `classifr` keeps not importing `training`. Progress comes back through a JSON-lines
+file the script appends to (`--progress-file`); the outcome is the script's `--json` output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classifr.core.errors import ClassifrError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobState:
+    """A snapshot of the current (or last) run, safe to hand to the UI."""
+
+    status: str = "idle"  # idle | running | succeeded | failed | cancelled
+    stage: str = ""
+    fraction: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    arguments: list[str] = field(default_factory=list)
+    outcome: dict[str, Any] | None = None  # the script's JSON on success
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingJobs:
+    """Starts at most one training process for a project and follows it."""
+
+    def __init__(self, home: Path, *, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self._env = env
+        self._lock = threading.Lock()
+        self._state = JobState()
+        self._process: subprocess.Popen | None = None
+        self._progress_file: Path | None = None
+
+    def start(self, arguments: Sequence[str]) -> JobState:
+        """Start `python -m training.train ARGUMENTS --json`; ClassifrError while one is running."""
+        with self._lock:
+            if self._state.status == "running":
+                raise ClassifrError("a training run is already going on; wait for it or cancel it")
+            folder = Path(tempfile.mkdtemp(prefix="classifr-train-"))
+            self._progress_file = folder / "progress.jsonl"
+            command = [sys.executable, "-m", "training.train", *arguments, "--json", "--quiet",
+                       "--progress-file", str(self._progress_file)]
+            env = {**(self._env or os.environ), "CLASSIFR_HOME": str(self.home)}
+            self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self._state = JobState(status="running", stage="starting", started_at=time.time(), arguments=list(arguments))
+            threading.Thread(target=self._wait, args=(self._process,), name="classifr-training", daemon=True).start()
+        logger.info("training started: %s", " ".join(arguments))
+        return self.state()
+
+    def cancel(self) -> JobState:
+        with self._lock:
+            if self._state.status != "running" or self._process is None:
+                raise ClassifrError("no training run is going on")
+            self._state.status = "cancelled"
+            self._process.terminate()
+        logger.info("training cancelled")
+        return self.state()
+
+    def state(self) -> JobState:
+        with self._lock:
+            state = JobState(**asdict(self._state))
+        if state.status == "running":
+            state.stage, state.fraction = self._progress(state.stage, state.fraction)
+        return state
+
+    def wait(self, timeout: float) -> JobState:
+        """Block until the run ends (tests and the CLI); the state then."""
+        deadline = time.monotonic() + timeout
+        while self.state().status == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.state()
+
+    def _progress(self, stage: str, fraction: float) -> tuple[str, float]:
+        try:
+            lines = self._progress_file.read_text().splitlines() if self._progress_file else []
+        except OSError:
+            return stage, fraction
+        for line in reversed(lines):
+            try:
+                last = json.loads(line)
+                return last["stage"], float(last["fraction"])
+            except (ValueError, KeyError):
+                continue  # a line still being written
+        return stage, fraction
+
+    def _wait(self, process: subprocess.Popen) -> None:
+        stdout, stderr = process.communicate()
+        with self._lock:
+            state = self._state
+            state.finished_at = time.time()
+            if state.status == "cancelled":
+                return
+            if process.returncode == 0:
+                state.status, state.stage, state.fraction = "succeeded", "done", 1.0
+                state.outcome = json.loads(stdout)
+            else:
+                state.status = "failed"
+                errors = [line for line in stderr.splitlines() if line.startswith("classifr: error:")]
+                state.error = errors[-1].removeprefix("classifr: error: ") if errors else (stderr.strip().splitlines() or ["exit %d" % process.returncode])[-1]
+        logger.info("training %s", state.status)
