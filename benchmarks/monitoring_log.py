@@ -33,7 +33,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from classifr.monitoring.log import INSERT_PREDICTION_SQL, LoggedPrediction, PredictionLog  # noqa: E402
+from classifr.monitoring.log import PredictionLog  # noqa: E402
+from classifr.monitoring.records import LoggedPrediction  # noqa: E402
+from classifr.monitoring.schema import INSERT_PREDICTION_SQL  # noqa: E402
 
 EMBEDDING_DIM = 1280  # EfficientNet-Lite0's pooled features
 THUMBNAIL_BYTES = 20_000

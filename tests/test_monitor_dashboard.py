@@ -24,7 +24,9 @@ from classifr.monitoring.report import (
     version_drift,
     window_start,
 )
-from classifr.monitoring.log import INSERT_PREDICTION_SQL, PSI_THRESHOLD, PredictionLog
+from classifr.monitoring.drift import PSI_THRESHOLD
+from classifr.monitoring.log import PredictionLog
+from classifr.monitoring.schema import INSERT_PREDICTION_SQL
 from classifr.versions.registry import VersionInfo
 from classifr.ui.monitor import (
     SUMMARY_HEADERS,
@@ -381,7 +383,7 @@ def test_gallery_items_show_only_rows_that_kept_their_image(tmp_path):
         conn.execute("UPDATE predictions SET feedback = 'corrected', true_label = 'clog', feedback_time = time")
         conn.executemany("INSERT INTO images VALUES (?, ?)", [("p0", _jpeg("red")), ("p2", _jpeg("blue"))])
     with PredictionLog(path) as log:
-        service = SimpleNamespace(prediction_log=log)
+        service = SimpleNamespace(logged_image=log.image)
         rows = log.gallery("corrected")
         assert [row["id"] for row in rows] == ["p2", "p1", "p0"] and [row["has_image"] for row in rows] == [True, False, True]
         items, shown = gallery_items(service, rows, bad_caption)

@@ -16,15 +16,10 @@ import numpy as np
 import pytest
 
 from classifr.core.errors import ClassifrError
-from classifr.monitoring.log import (
-    INSERT_PREDICTION_SQL,
-    DriftReport,
-    LoggedPrediction,
-    PredictionLog,
-    PredictionLogError,
-    drift_report,
-    population_stability_index,
-)
+from classifr.monitoring.drift import DriftReport, drift_report, population_stability_index
+from classifr.monitoring.log import PredictionLog
+from classifr.monitoring.records import LoggedPrediction, PredictionLogError
+from classifr.monitoring.schema import INSERT_PREDICTION_SQL
 
 JPEG = b"\xff\xd8\xff\xe0" + b"thumbnail" * 10  # the log checks the JPEG marker only
 

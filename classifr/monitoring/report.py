@@ -2,21 +2,22 @@
 aggregates per version, each version's drift against its reference, and corrections.
 
 Drift compares the top-1 confidence of recent traffic with a reference by the population stability
-index (see classifr.monitoring.log). The reference is the version's own eval split when training wrote
+index (see classifr.monitoring.drift). The reference is the version's own eval split when training wrote
 its confidences into metrics.json (`reference_scores`), else the version's first predictions in the
 log (a baseline window, e.g. for the bootstrapped `v1`, whose ImageNet eval data is not here).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 import numpy as np
 
-from classifr.monitoring.log import DriftReport, PredictionLog, drift_report
+from classifr.monitoring.drift import DriftReport, drift_report
+from classifr.monitoring.log import PredictionLog
+from classifr.versions.folder import read_metrics
 from classifr.versions.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -84,16 +85,13 @@ def monitor_summary(
 
 
 def _eval_scores(registry: ModelRegistry | None, version: str) -> np.ndarray | None:
+    """The eval split's top-1 confidences saved in metrics.json at training time, if any."""
     if registry is None:
         return None
+    scores = read_metrics(registry.local_path(version)).data.get("reference_scores")
     try:
-        path = registry.local_path(version) / "metrics.json"
-        if not path.is_file():
-            return None
-        metrics = json.loads(path.read_text())
-        scores = metrics.get("reference_scores") if isinstance(metrics, dict) else None
         array = np.asarray(scores if scores else [], dtype=np.float64).ravel()
-    except (OSError, ValueError, KeyError, TypeError) as err:  # a hand-edited or damaged metrics.json
+    except (ValueError, TypeError) as err:  # a hand-edited metrics.json
         logger.warning("no eval confidences for %s: %s", version, err)
         return None
     return array if array.size and np.isfinite(array).all() else None
