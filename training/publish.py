@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +12,12 @@ from huggingface_hub import EvalResult as HubEvalResult
 from huggingface_hub import ModelCard, ModelCardData
 
 from classifr.core.labels import LabelSet
+from classifr.versions.folder import write_confusion_png, write_metrics
 from classifr.versions.registry import ModelRegistry, VersionInfo
 from classifr.core.text import escape_markdown
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-CONFUSION_FILE = "confusion_matrix.png"
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -98,8 +96,8 @@ class VersionFiles:
 
         self.model.save_pretrained(folder)
         AutoImageProcessor.from_pretrained(self.processor_source).save_pretrained(folder)
-        (folder / METRICS_FILE).write_text(json.dumps(self.summary(), indent=2))
-        (folder / CONFUSION_FILE).write_bytes(self.confusion_png.read_bytes())
+        write_metrics(folder, self.summary())
+        write_confusion_png(folder, self.confusion_png.read_bytes())
         onnx_line = self._export_onnx(folder) if self.onnx else "not exported"
         self.card(onnx=onnx_line).save(folder / "README.md")
 

@@ -50,12 +50,13 @@ import torch
 from PIL import Image
 
 from classifr.inference.classifier import Classifier, classifier_head
+from classifr.versions import folder as folder_files
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
+ONNX_FILE = folder_files.ONNX_FILE
 INT8_FILE = "model.int8.onnx"
-EXPORT_FILE = "onnx_export.json"
+EXPORT_FILE = folder_files.ONNX_RECORD_FILE
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("logits", "features")
 OPSET = 17

@@ -21,7 +21,6 @@ Nothing here loads weights or writes anything; a missing or malformed file leave
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -31,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from classifr.core.text import escape_markdown
+from classifr.versions.folder import CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, confusion_png, read_metrics, read_optional_config
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"  # written by training.publish (classifr never imports training)
-CONFUSION_FILE = "confusion_matrix.png"
-CONFIG_FILE = "config.json"
 HUB_DATASETS_URL = "https://huggingface.co/datasets/"
 HUB_MODELS_URL = "https://huggingface.co/"
 PROJECT_DATASET = "project"  # the name training gives the project dataset in `datasets`
@@ -153,7 +150,7 @@ def describe_version(
         training=_training(summary, metadata, info.parent),
         metrics=_metrics(summary, metadata, notes),
         lineage=lineage,
-        confusion_matrix=folder / CONFUSION_FILE if (folder / CONFUSION_FILE).is_file() else None,
+        confusion_matrix=confusion_png(folder),
         notes=notes,
     )
 
@@ -176,7 +173,7 @@ def describe_model(
     notes: list[str] = []
     summary = _read_metrics(folder, notes) if folder is not None else {}
     labels = list(classifier.labels)
-    confusion = folder / CONFUSION_FILE if folder is not None and (folder / CONFUSION_FILE).is_file() else None
+    confusion = confusion_png(folder) if folder is not None else None
     return ModelOverview(
         version=str(classifier.version),
         serving=True,
@@ -224,35 +221,19 @@ def count_safetensors_parameters(folder: Path | str) -> int | None:
 # --------------------------------------------------------------------------- parts
 
 
-def _read_json_file(path: Path, notes: list[str]) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        logger.warning("cannot read %s: %s", path, err)
-        notes.append(f"{path.name} could not be read: {_one_line(err)}")
-        return None
-
-
 def _read_metrics(folder: Path, notes: list[str]) -> dict[str, Any]:
-    """metrics.json as a dict; {} when absent (v1, CLASSIFR_MODEL) or unreadable (logged, noted)."""
-    path = folder / METRICS_FILE
-    if not path.is_file():
-        return {}
-    data = _read_json_file(path, notes)
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("metrics", {}), dict):
-        logger.warning("%s is malformed: expected an object with a \"metrics\" object", path)
-        notes.append(f"{METRICS_FILE} is malformed: expected an object with a \"metrics\" object")
-        return {}
-    return data
+    """metrics.json as a dict; {} when absent (v1, CLASSIFR_MODEL) or damaged (noted for the card)."""
+    loaded = read_metrics(folder)
+    if loaded.problem:
+        notes.append(loaded.problem)
+    return loaded.data
 
 
 def _config(folder: Path | None, notes: list[str]) -> dict[str, Any]:
-    if folder is None or not (folder / CONFIG_FILE).is_file():
-        return {}
-    data = _read_json_file(folder / CONFIG_FILE, notes)
-    return data if isinstance(data, dict) else {}
+    loaded = read_optional_config(folder)
+    if loaded.problem:
+        notes.append(loaded.problem)
+    return loaded.data
 
 
 def _config_labels(folder: Path, notes: list[str]) -> list[str]:

@@ -53,6 +53,7 @@ from huggingface_hub import CommitInfo, CommitOperation, CommitOperationAdd, Com
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 
 from classifr.core.errors import ClassifrError, ConfigError, RegistryError, VersionNotFoundError
+from classifr.versions.folder import CONFIG_FILE, VERSION_FILE, num_labels
 
 if TYPE_CHECKING:
     from classifr.core.config import Settings
@@ -61,9 +62,7 @@ logger = logging.getLogger(__name__)
 
 ALIASES = ("production", "candidate")
 LATEST = "latest"
-VERSION_FILE = "classifr_version.json"
 REGISTRY_FILE = "classifr_registry.json"  # HubRegistry's aliases and history, on `main`
-CONFIG_FILE = "config.json"
 
 _VERSION_NAME = re.compile(r"^v(\d+)$")
 _STAGING_MAX_AGE_S = 3600.0
@@ -608,27 +607,7 @@ def _stage(write: WriteVersion, folder: Path) -> int:
     if not config_path.is_file():
         written = sorted(p.name for p in folder.iterdir())
         raise RegistryError(f"the version has no {CONFIG_FILE}; write() wrote {written}")
-    return _num_labels(_read_json(config_path))
-
-
-def _num_labels(config: Mapping[str, Any]) -> int:
-    """Label count from config.json without importing Transformers.
-
-    Most configs store `id2label`; Transformers' timm wrapper (the default model) stores
-    `label_names` and `num_classes` instead.
-    """
-    for key in ("id2label", "label_names"):
-        labels = config.get(key)
-        if isinstance(labels, (dict, list)) and labels:
-            return len(labels)
-    for key in ("num_labels", "num_classes"):
-        count = config.get(key)
-        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-            return count
-    raise RegistryError(
-        f"{CONFIG_FILE} names no labels: it needs id2label, label_names, num_labels or num_classes "
-        f"(got keys {sorted(config)})"
-    )
+    return num_labels(_read_json(config_path))
 
 
 def _version_record(version: str, *, parent: str | None, num_labels: int, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""The version folder: the one module that knows its file names, their formats and their error policy.
+
+A published version is a folder (docs/architecture.md, "Records"):
+
+    config.json            the model config: labels (`id2label`, or the timm wrapper's `label_names`)
+    model.safetensors      the weights (`save_pretrained`)
+    preprocessor_config.json  the image processor, when the checkpoint has one
+    README.md              the model card
+    metrics.json           evaluation and training facts, written at publish (absent for v1)
+    confusion_matrix.png   the held-out confusion matrix (absent for v1)
+    model.onnx, onnx_export.json   the verified ONNX graph and its record (classifr.inference.onnx_export)
+    classifr_version.json  the registry's record: version, parent, created_at, num_labels, metadata
+
+Error policy, the same for every reader: a file that is absent reads as "nothing there" (v1 has no
+metrics); a file that is present but unreadable or malformed is logged once as a warning and reads
+as "nothing there" too, with a one-line `problem` the UI can show. Nothing here raises for a damaged
+optional file: a hand-edited metrics.json must not take the Monitor or the Model tab down. The
+required files (config.json) raise `VersionFolderError`, naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classifr.core.errors import RegistryError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+ONNX_FILE = "model.onnx"
+ONNX_RECORD_FILE = "onnx_export.json"
+VERSION_FILE = "classifr_version.json"
+
+
+class VersionFolderError(RegistryError):
+    """A required file of a version folder is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class OptionalFile:
+    """An optional JSON file of a version: its content ({} when absent or damaged) and what was wrong."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # one line, for the UI, when the file exists but could not be used
+
+
+def read_metrics(folder: Path) -> OptionalFile:
+    """metrics.json: `{"metrics": {...}, ...}` as written at publish; empty for versions without one."""
+    loaded = _read_optional_json(Path(folder) / METRICS_FILE)
+    if loaded.problem or not loaded.data:
+        return loaded
+    if not isinstance(loaded.data.get("metrics", {}), dict):
+        return _damaged(Path(folder) / METRICS_FILE, 'expected an object with a "metrics" object')
+    return loaded
+
+
+def write_metrics(folder: Path, metrics: Mapping[str, Any]) -> Path:
+    """Write metrics.json into a version folder that is being staged (the registry makes it durable)."""
+    path = Path(folder) / METRICS_FILE
+    path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return path
+
+
+def write_confusion_png(folder: Path, png: bytes) -> Path:
+    path = Path(folder) / CONFUSION_FILE
+    path.write_bytes(png)
+    return path
+
+
+def confusion_png(folder: Path) -> Path | None:
+    path = Path(folder) / CONFUSION_FILE
+    return path if path.is_file() else None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json, which every version has: VersionFolderError when it is missing or not an object."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise VersionFolderError(f"cannot read {path}: {_one_line(err)}") from err
+    if not isinstance(data, dict):
+        raise VersionFolderError(f"{path} is not a JSON object")
+    return data
+
+
+def read_optional_config(folder: Path | None) -> OptionalFile:
+    """config.json under the optional-file policy, for displays that must not fail (the model card)."""
+    if folder is None:
+        return OptionalFile()
+    return _read_optional_json(Path(folder) / CONFIG_FILE)
+
+
+def num_labels(config: Mapping[str, Any]) -> int:
+    """Label count from config.json without importing Transformers.
+
+    Most configs store `id2label`; Transformers' timm wrapper (the default model) stores
+    `label_names` and `num_classes` instead.
+    """
+    for key in ("id2label", "label_names"):
+        labels = config.get(key)
+        if isinstance(labels, (dict, list)) and labels:
+            return len(labels)
+    for key in ("num_labels", "num_classes"):
+        count = config.get(key)
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return count
+    raise VersionFolderError(
+        f"{CONFIG_FILE} names no labels: it needs id2label, label_names, num_labels or num_classes "
+        f"(got keys {sorted(config)})"
+    )
+
+
+def _read_optional_json(path: Path) -> OptionalFile:
+    if not path.is_file():
+        return OptionalFile()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return _damaged(path, f"could not be read: {_one_line(err)}")
+    if not isinstance(data, dict):
+        return _damaged(path, "is not a JSON object")
+    return OptionalFile(data=data)
+
+
+def _damaged(path: Path, reason: str) -> OptionalFile:
+    logger.warning("%s %s", path, reason)
+    return OptionalFile(problem=f"{path.name} {reason}" if not reason.startswith("expected") else f"{path.name} is malformed: {reason}")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
