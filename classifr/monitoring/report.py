@@ -88,10 +88,10 @@ def _eval_scores(registry: ModelRegistry | None, version: str) -> np.ndarray | N
     """The eval split's top-1 confidences saved in metrics.json at training time, if any."""
     if registry is None:
         return None
-    scores = read_metrics(registry.local_path(version)).data.get("reference_scores")
     try:
+        scores = read_metrics(registry.local_path(version)).data.get("reference_scores")
         array = np.asarray(scores if scores else [], dtype=np.float64).ravel()
-    except (ValueError, TypeError) as err:  # a hand-edited metrics.json
+    except (OSError, KeyError, ValueError, TypeError) as err:  # a version unknown here, a hand-edited metrics.json
         logger.warning("no eval confidences for %s: %s", version, err)
         return None
     return array if array.size and np.isfinite(array).all() else None
