@@ -10,8 +10,8 @@ like the real cache (plain files, no blob symlinks); dataset repos under `datase
 Model repos live in `repos` and dataset repos in `dataset_repos` (both keyed by repo id), so the same
 id may name one of each, as on the Hub; pass `repo_type="dataset"` to the helpers for the latter.
 `run_as_future` runs jobs one at a time on one worker thread, like `HfApi`'s; `close()` ends it.
-`CommitOperationAdd.path_or_fileobj` may be bytes, a path or a file object (CommitScheduler passes a
-`PartialFileIO`); a file object is read from its start.
+`CommitOperationAdd.path_or_fileobj` may be bytes, a path or a file object (the dataset sync passes
+paths and bytes); a file object is read from its start.
 
 Every call is recorded in `calls`; `before[method_name]`, if set, runs at the start of that method
 with its arguments, so a test can fail a call or make a "concurrent" writer act at that moment.

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,9 +27,10 @@ from huggingface_hub import DatasetCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from classifr.core.config import Settings
+from classifr.core.errors import ClassifrError
+from classifr.data import hub_sync
 from classifr.data.dataset import Example, Feedback, ProjectDataset, Row
 from classifr.data.hub_sync import COLUMNS, DatasetSync, DatasetSyncError, open_sync, render_card, write_card
-from classifr.core.errors import ClassifrError
 from tests import fake_hub
 from tests.fake_hub import FakeHfApi
 
@@ -113,6 +115,9 @@ def test_first_push_uploads_data_card_and_every_image_but_no_sidecar(dataset, fa
     (dataset.root / ".lock").touch()
     (dataset.root / ".tmp" / "half-written.jpg").write_bytes(b"partial")
     (dataset.root / "stray.tmp").write_bytes(b"temporary")
+    for forbidden in (".git/HEAD", ".cache/huggingface/download/x.lock", "images/.git/config"):  # the Hub refuses these
+        (dataset.root / forbidden).parent.mkdir(parents=True, exist_ok=True)
+        (dataset.root / forbidden).write_bytes(b"not data")
 
     sync = start(dataset)
     assert sync.push_now() is None  # start() already pushed everything; push_now waits for it
@@ -163,8 +168,8 @@ def test_a_new_category_uploads_categories_jsonl(dataset, fake, start):
 
 
 def test_a_row_appended_while_a_push_uploads_is_pushed_next_time(dataset, fake, start, photos):
-    """CommitScheduler compares mtimes only; a row written just after its listing, in the same
-    timestamp tick, must still reach the Hub. The tick is simulated by restoring the mtime."""
+    """A row written just after its listing, in the same timestamp tick (so the file's mtime does
+    not move), must still reach the Hub. The tick is simulated by restoring the mtime."""
     sync = start(dataset)
     sync.push_now()
     dataset.add(Example(photos[4], "dress"), source="upload")
@@ -236,6 +241,18 @@ def test_a_failing_scheduled_push_does_not_raise(dataset, fake, start):
     assert sync.push_now() is not None and "metadata.jsonl" in hub_files(fake)
 
 
+def test_a_failure_is_logged_once(dataset, fake, start, caplog):
+    sync = start(dataset)
+    sync.push_now()
+    dataset.create_category("scarf", contributor="ada")
+    fake.before["create_commit"] = _fail_with_500
+
+    with caplog.at_level(logging.WARNING), pytest.raises(DatasetSyncError):  # every logger, huggingface_hub's too
+        sync.push_now()
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR and record.name == "classifr.data.hub_sync" and REPO in record.getMessage()
+
+
 def test_a_repo_that_cannot_be_created_is_a_classifr_error(dataset, fake, start):
     fake.before["create_repo"] = _fail_with_500
     with pytest.raises(DatasetSyncError, match=REPO):
@@ -292,6 +309,86 @@ def test_stop_pushes_pending_files_once_and_leaves_nothing_behind(dataset, fake,
     del sync
     gc.collect()
     assert scheduler() is None
+
+
+def test_pushes_happen_on_the_interval_without_a_trigger(dataset, fake, start, photos, monkeypatch):
+    monkeypatch.setattr(hub_sync, "MIN_EVERY_MINUTES", 0.001)
+    sync = start(dataset, every_minutes=0.002)  # 120 ms
+    assert sync.scheduler.last_future.result(timeout=30) is not None  # the first push, queued by start()
+    dataset.add(Example(photos[4], "dress"), source="upload")
+
+    deadline = time.monotonic() + 30
+    while len(commits(fake)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(commits(fake)) == 2 and dataset.rows()[-1].file_name in pushed_paths(commits(fake)[-1])
+    sync.push_now()  # waits for any scheduled push still running
+    assert hub_files(fake)["metadata.jsonl"] == dataset.metadata_path.read_bytes()
+
+
+def test_stop_waits_for_a_push_in_flight_then_pushes_what_came_meanwhile(dataset, fake, photos):
+    threads_before = set(threading.enumerate())
+    sync = DatasetSync.start(dataset, repo_id=REPO, token=None, every_minutes=60, license="cc-by-4.0", hf_api=fake)
+    sync.push_now()
+    uploading, release = threading.Event(), threading.Event()
+
+    def slow_upload(**_: object) -> None:
+        fake.before.pop("create_commit")
+        uploading.set()
+        assert release.wait(timeout=30)
+
+    fake.before["create_commit"] = slow_upload
+    dataset.add(Example(photos[4], "dress"), source="upload")
+    in_flight = sync.scheduler.trigger()
+    assert uploading.wait(timeout=30)
+    dataset.add(Example(photos[5], "hat"), source="upload")  # the upload holds no lock a write needs
+    stopper = threading.Thread(target=sync.stop)
+    stopper.start()
+    stopper.join(timeout=0.3)
+    assert stopper.is_alive(), "stop() did not wait for the push in flight"
+
+    release.set()
+    stopper.join(timeout=30)
+    assert not stopper.is_alive() and in_flight.result(timeout=0) is not None
+    assert len(commits(fake)) == 3  # the first push, the one in flight, the final one
+    assert hub_files(fake)["metadata.jsonl"] == dataset.metadata_path.read_bytes()
+    assert dataset.rows()[-1].file_name in pushed_paths(commits(fake)[-1])
+    assert set(threading.enumerate()) <= threads_before
+
+
+def test_stop_without_a_final_push_leaves_pending_files_and_no_thread(dataset, fake, start, photos):
+    sync = start(dataset)
+    sync.push_now()
+    dataset.add(Example(photos[4], "dress"), source="upload")
+
+    sync.stop(final_push=False)
+
+    assert len(commits(fake)) == 1 and not sync.status()["running"]
+    assert hub_files(fake)["metadata.jsonl"] != dataset.metadata_path.read_bytes()
+    assert not any(t.name.startswith("dataset-sync") for t in threading.enumerate())
+
+
+def test_a_sync_never_stopped_pushes_at_interpreter_exit(dataset, fake, photos, monkeypatch):
+    at_exit: list[Callable[[], None]] = []
+    monkeypatch.setattr(hub_sync.atexit, "register", at_exit.append)
+    monkeypatch.setattr(hub_sync.atexit, "unregister", lambda hook: at_exit.remove(hook) if hook in at_exit else None)
+    sync = DatasetSync.start(dataset, repo_id=REPO, token=None, every_minutes=60, license="cc-by-4.0", hf_api=fake)
+    sync.push_now()
+    dataset.add(Example(photos[4], "dress"), source="upload")
+
+    [hook] = at_exit
+    hook()  # what the interpreter runs at exit
+
+    assert len(commits(fake)) == 2 and hub_files(fake)["metadata.jsonl"] == dataset.metadata_path.read_bytes()
+    assert sync.scheduler.trigger().result() is None
+    sync.stop()
+    assert at_exit == []
+
+
+def test_only_public_huggingface_hub_api_is_used():
+    """CommitScheduler's private members change between huggingface_hub releases; none is touched."""
+    source = Path(hub_sync.__file__).read_text(encoding="utf-8")
+    assert not re.search(r"\._(run_scheduler|scheduler_thread|push_to_hub)\b", source)
+    assert not re.search(r"from huggingface_hub\._|huggingface_hub\.[a-z_.]*\._", source)  # no private module
 
 
 def test_open_sync_follows_the_settings(dataset, fake, tmp_path):

@@ -1,37 +1,46 @@
 """Push the project dataset to a Hub dataset repo, with a dataset card written from the data.
 
-`DatasetSync` runs a `huggingface_hub.CommitScheduler` on the dataset folder: every few minutes it
-uploads the files that are new or changed since its last push (the folder is append-only, so that is
-the new images, `metadata.jsonl`, `categories.jsonl` and the card) in one commit, and makes no commit
-when nothing changed. The Hub allows 128 commits per hour per repo, hence at least a minute between
-pushes. While it runs, every dataset write holds the scheduler's lock (`ProjectDataset.write_guard`),
-so a push never lists a half-written file.
+`DatasetSync` pushes the dataset folder from a thread of its own (the CommitScheduler pattern, built
+on `HfApi.create_commit` alone; `_Scheduler` says why): every few minutes it regenerates the card,
+then uploads the files that are new or changed since its last push (the folder is append-only, so
+that is the new images, `metadata.jsonl`, `categories.jsonl` and the card) in one commit, and makes
+no commit when nothing changed. The Hub allows 128 commits per hour per repo, hence at least a minute
+between scheduled pushes. While it runs, every dataset write holds the scheduler's lock
+(`ProjectDataset.write_guard`), so a push never lists a half-written file. `stop()` pushes what is
+pending once more and ends the thread.
 
-A failed push is logged with the repo id and shown by `status()`; the files it did not upload stay
-pending and go with the next push.
+A failed push is logged once with the repo id and shown by `status()`; the files it did not upload
+stay pending and go with the next push.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import json
 import logging
 import math
 import os
-import re
+import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitScheduler, DatasetCard, DatasetCardData, HfApi
+from huggingface_hub import CommitInfo, CommitOperationAdd, DatasetCard, DatasetCardData, HfApi
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import filter_repo_objects
 
 from classifr.core.config import Settings
-from classifr.data.dataset import ANONYMOUS, LOCK_NAME, SOURCES, TEST_PERCENT, TMP_DIR, ProjectDataset, Row
 from classifr.core.errors import ClassifrError, ConfigError
 from classifr.core.text import escape_markdown
+from classifr.data.dataset import ANONYMOUS, LOCK_NAME, SOURCES, TEST_PERCENT, TMP_DIR, ProjectDataset, Row
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +49,11 @@ CARD_NAME = "README.md"
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "dataset_card.md"
 MIN_EVERY_MINUTES = 1  # at most 60 scheduled commits an hour, well under the Hub's 128
 MAX_EVERY_MINUTES = 24 * 60
-# Sidecars of ProjectDataset and of write_card: never data, never pushed.
-IGNORE_PATTERNS = [LOCK_NAME, f"{TMP_DIR}/**", "*.tmp"]
+# Sidecars of ProjectDataset and of write_card: never data, never pushed. Then the folders the Hub
+# refuses in a commit (one file there would fail every push).
+IGNORE_PATTERNS = [LOCK_NAME, f"{TMP_DIR}/**", "*.tmp", ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*"]
 # Files that change in place (the rest are images, written once under their hash).
 _GROWING_FILES = ("metadata.jsonl", "categories.jsonl", CARD_NAME)
-_THREAD_JOIN_S = 10.0
 
 # The imagefolder columns: name, type pinned in the card's YAML (so the Hub viewer's schema does not
 # change when the first correction fills predicted_label), meaning shown in the card.
@@ -103,8 +112,8 @@ def render_card(
 def write_card(dataset: ProjectDataset, *, license: str, repo_id: str | None, known: Iterable[str] = ()) -> Path:
     """Write the card to `dataset.root / README.md` atomically, under the dataset's write locks.
 
-    The file is left alone when its text would not change: CommitScheduler uploads a file whenever
-    its modification time moves, and an unchanged card must not cost a commit.
+    The file is left alone when its text would not change, so its modification time says when the
+    card last changed.
     """
     path = dataset.root / CARD_NAME
     with dataset.write_lock():  # also holds write_guard (the scheduler's lock)
@@ -181,76 +190,181 @@ def _check_every(every_minutes: object) -> float:
     return float(every_minutes)
 
 
-class _CardScheduler(CommitScheduler):
-    """A CommitScheduler that writes the card before each push, records how pushes went, and whose
-    thread ends as soon as it is stopped."""
+class _Scheduler:
+    """Pushes the dataset folder to its Hub repo on a thread of its own: every `every` minutes, when
+    triggered, and once more when shut down with a final push.
+
+    Not a `huggingface_hub.CommitScheduler`: its public API cannot end or join the thread it starts
+    in `__init__` (which sleeps for `every` minutes between pushes and pushes at once, before the
+    dataset's write_guard is set), and it registers an interpreter-exit push that only a private
+    method can unregister. Here everything the sync needs is owned: the thread, a queue of pushes
+    (so two never run at once), and which files the repo already has.
+    """
 
     def __init__(
-        self, *, dataset: ProjectDataset, license: str, known: Callable[[], Iterable[str]], **kwargs: Any
+        self,
+        *,
+        dataset: ProjectDataset,
+        license: str,
+        known: Callable[[], Iterable[str]],
+        api: HfApi,
+        repo_id: str,
+        every: float,
+        private: bool | None,
     ) -> None:
-        # Set before super().__init__, which starts the thread.
         self.dataset = dataset
         self.card_license = license
         self.known = known
-        self.wakeup = threading.Event()
+        self.api = api
+        self.repo_type = "dataset"
+        self.revision: str | None = None  # the repo's default branch
+        self.every = every
+        repo = api.create_repo(repo_id=repo_id, private=private, repo_type=self.repo_type, exist_ok=True)
+        self.repo_id = repo.repo_id
+        # Every dataset write holds it (DatasetSync sets the dataset's write_guard to it).
+        self.lock = threading.Lock()
         self.status_lock = threading.Lock()
         self.outcome: dict[str, Any] = {
             "last_push_at": None, "last_commit": None, "files_uploaded": 0, "commits": 0,
             "failures": 0, "last_error": None, "last_error_at": None,
         }
+        self.last_future: Future[CommitInfo | None] | None = None
+        # What the repo has, by path in the repo: (mtime_ns, size) of an image (written once under its
+        # hash), the SHA-256 of a file that changes in place. Only the worker thread touches it.
+        self._uploaded: dict[str, Any] = {}
         self._checked_remote = False
-        super().__init__(**kwargs)
+        self._jobs: queue.SimpleQueue[Future[CommitInfo | None] | None] = queue.SimpleQueue()  # None: stop
+        self._state_lock = threading.Lock()
+        self._closing = False
+        self._final_push = False
+        self._thread = threading.Thread(target=self._run, name=f"dataset-sync {self.repo_id}", daemon=True)
+        # Holds a weak reference only, so a stopped scheduler (and its dataset) can be collected.
+        self._at_exit = functools.partial(_shut_down_at_exit, weakref.ref(self))
 
-    def _run_scheduler(self) -> None:
-        # Replaces the upstream loop, which pushes the moment the thread starts (before DatasetSync has
-        # set the dataset's write_guard; start() triggers that first push itself) and then sleeps with
-        # time.sleep, so a stopped scheduler's thread lived on for up to `every` minutes.
-        while not self.wakeup.wait(self.every * 60):
-            self.last_future = self.trigger()
+    def start(self) -> Future[CommitInfo | None]:
+        """Start the thread and queue the first push (what is pending now)."""
+        self._thread.start()
+        # A sync never stopped (the process ends without close()) still pushes once at exit.
+        atexit.register(self._at_exit)
+        self.last_future = self.trigger()
+        return self.last_future
 
-    def push_to_hub(self) -> CommitInfo | None:
+    def trigger(self) -> Future[CommitInfo | None]:
+        """Queue a push; its future gives the CommitInfo, None when nothing changed (or when shut down)."""
+        future: Future[CommitInfo | None] = Future()
+        with self._state_lock:
+            if self._closing:
+                future.set_result(None)
+            else:
+                self._jobs.put(future)
+        return future
+
+    def shut_down(self, *, final_push: bool) -> None:
+        """Push what is pending once if `final_push` (errors logged), end and join the thread; later
+        triggers do nothing. Idempotent."""
+        with self._state_lock:
+            if self._closing:
+                return
+            self._final_push = final_push
+            self._closing = True
+            self._jobs.put(None)
+        atexit.unregister(self._at_exit)
+        if self._thread.is_alive():
+            self._thread.join()  # no timeout: the final push must end before the process does
+        elif final_push and self._thread.ident is None:  # never started: push here
+            self._push_quietly()
+
+    # --- the worker thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        every_s = self.every * 60
+        deadline = time.monotonic() + every_s
+        while True:
+            try:
+                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                job = Future()
+                self.last_future = job
+            if job is None:
+                break
+            if job.set_running_or_notify_cancel():
+                if self._closing and not self._final_push:
+                    job.set_result(None)  # queued before a stop without a final push
+                else:
+                    try:
+                        job.set_result(self._push())
+                    except Exception as err:  # logged and recorded by _push
+                        job.set_exception(err)
+            # Counted from the last push, whatever started it: at most one scheduled commit every
+            # `every` minutes (the Hub allows 128 commits per hour per repo).
+            deadline = time.monotonic() + every_s
+        if self._final_push:
+            self._push_quietly()
+
+    def _push_quietly(self) -> None:
+        try:
+            self._push()
+        except Exception:  # already logged and recorded by _push
+            pass
+
+    def _push(self) -> CommitInfo | None:
+        """One commit with every file new or changed since the last push; None when there is none."""
         try:
             if not self._checked_remote:
                 self._skip_images_on_hub()
             write_card(self.dataset, license=self.card_license, repo_id=self.repo_id, known=self.known())
-            sizes = self._sizes()
-            before = dict(self.last_uploaded)
-            info = super().push_to_hub()
-            self._forget_grown(sizes)
+            pending = self._pending()
+            if not pending:
+                logger.debug("nothing new to push to the Hub dataset %s", self.repo_id)
+                return None
+            info = self.api.create_commit(
+                repo_id=self.repo_id,
+                repo_type=self.repo_type,
+                revision=self.revision,
+                operations=[CommitOperationAdd(path_in_repo=p.path_in_repo, path_or_fileobj=p.source) for p in pending],
+                commit_message=f"Sync the project dataset ({len(pending)} files)",
+            )
         except Exception as err:
             self._failed(err)
             raise
-        self._pushed(info, sum(1 for path, mtime in self.last_uploaded.items() if before.get(path) != mtime))
+        for file in pending:
+            self._uploaded[file.path_in_repo] = file.version
+        self._pushed(info, len(pending))
         return info
 
     def _skip_images_on_hub(self) -> None:
-        """Count images the repo already has as uploaded. `last_uploaded` lives in memory only, so
-        without this every restart would hash and offer every image again; images are named by
-        their hash, so one with the same name on the Hub is the same file."""
+        """Count images the repo already has as uploaded. What was pushed is known in memory only, so
+        without this every restart would offer every image again; images are named by their hash,
+        so one with the same name on the Hub is the same file."""
         remote = set(self.api.list_repo_files(self.repo_id, repo_type=self.repo_type, revision=self.revision))
         with self.lock:
-            for path in (self.folder_path / "images").glob("*/*"):
-                if path.relative_to(self.folder_path).as_posix() in remote:
-                    self.last_uploaded[path] = path.stat().st_mtime
+            for path in (self.dataset.root / "images").glob("*/*"):
+                name = path.relative_to(self.dataset.root).as_posix()
+                if name in remote:
+                    self._uploaded[name] = _file_version(path.stat())
         self._checked_remote = True
 
-    def _sizes(self) -> dict[Path, int]:
-        with self.lock:
-            return {p: p.stat().st_size for p in (self.folder_path / n for n in _GROWING_FILES) if p.is_file()}
+    def _pending(self) -> list[_Pending]:
+        """The files to push, listed under every lock a dataset write holds (this process's and other
+        processes'), so none is half-written. Files that change in place are read then, so the
+        commit holds exactly what was listed; they count as changed when their bytes did (an mtime
+        can stay the same across a quick append), images when their mtime or size did."""
+        root = self.dataset.root
+        pending: list[_Pending] = []
+        with self.dataset.write_lock():
+            names = {p.relative_to(root).as_posix(): p for p in sorted(root.glob("**/*")) if p.is_file()}
+            for name in filter_repo_objects(list(names), ignore_patterns=IGNORE_PATTERNS):
+                path = names[name]
+                if name in _GROWING_FILES:
+                    data = path.read_bytes()
+                    source, version = data, hashlib.sha256(data).hexdigest()
+                else:
+                    source, version = str(path), _file_version(path.stat())
+                if self._uploaded.get(name) != version:
+                    pending.append(_Pending(name, source, version))
+        return pending
 
-    def _forget_grown(self, sizes: dict[Path, int]) -> None:
-        # CommitScheduler compares modification times only. A row appended right after its listing,
-        # within the file system's timestamp granularity (milliseconds), leaves the mtime it recorded
-        # unchanged and would not be pushed until the next write. A file that grew during this push
-        # is therefore pushed again next time (at worst once more than needed).
-        with self.lock:
-            for path, size in sizes.items():
-                if path.is_file() and path.stat().st_size != size:
-                    self.last_uploaded.pop(path, None)
-
-    def _pushed(self, info: CommitInfo | None, files: int) -> None:
-        if info is None:
-            return
+    def _pushed(self, info: CommitInfo, files: int) -> None:
         with self.status_lock:
             self.outcome.update(last_push_at=_now(), last_commit=info.oid, last_error=None)
             self.outcome["files_uploaded"] += files
@@ -263,25 +377,28 @@ class _CardScheduler(CommitScheduler):
             self.outcome["failures"] += 1
         logger.error("could not push the project dataset to the Hub dataset %s: %s", self.repo_id, err)
 
-    def shut_down(self, *, final_push: bool) -> None:
-        """End the thread, optionally push what is pending once, then ignore any later trigger."""
-        self.wakeup.set()
-        self._scheduler_thread.join(timeout=_THREAD_JOIN_S)
-        if self._scheduler_thread.is_alive():  # only if upstream changed how its thread loops
-            logger.warning("the scheduler thread of %s did not end; it is a daemon and ends with the app", self.repo_id)
-        if final_push:
-            try:
-                self.trigger().result()
-            except Exception:  # already logged and recorded by push_to_hub
-                pass
-        self.stop()
-        atexit.unregister(self._push_to_hub)  # else the interpreter keeps it (and the dataset) until exit
+
+@dataclass(frozen=True)
+class _Pending:
+    path_in_repo: str
+    source: str | bytes  # a path (an image), or the bytes read while listing (a file that changes in place)
+    version: Any
+
+
+def _file_version(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _shut_down_at_exit(ref: weakref.ref[_Scheduler]) -> None:
+    scheduler = ref()
+    if scheduler is not None:
+        scheduler.shut_down(final_push=True)
 
 
 class DatasetSync:
     """Keeps a Hub dataset repo in step with the project dataset; see the module docstring."""
 
-    def __init__(self, scheduler: _CardScheduler, dataset: ProjectDataset, previous_guard: Callable[[], Any]) -> None:
+    def __init__(self, scheduler: _Scheduler, dataset: ProjectDataset, previous_guard: Callable[[], Any]) -> None:
         self._scheduler = scheduler
         self._dataset = dataset
         self._previous_guard = previous_guard
@@ -305,16 +422,15 @@ class DatasetSync:
         `every_minutes`. `known()` gives the serving model's labels, for the card."""
         every = _check_every(every_minutes)
         try:
-            scheduler = _CardScheduler(
-                dataset=dataset, license=license, known=known,
-                repo_id=repo_id, repo_type="dataset", folder_path=dataset.root, every=every, private=private,
-                token=token, ignore_patterns=list(IGNORE_PATTERNS), hf_api=hf_api,
+            scheduler = _Scheduler(
+                dataset=dataset, license=license, known=known, api=hf_api or HfApi(token=token),
+                repo_id=repo_id, every=every, private=private,
             )
         except (HfHubHTTPError, OSError, ValueError) as err:
             raise DatasetSyncError(f"could not open the Hub dataset {repo_id!r} to sync to: {err}") from err
         sync = cls(scheduler, dataset, dataset.write_guard)
         dataset.write_guard = lambda: scheduler.lock
-        scheduler.last_future = scheduler.trigger()
+        scheduler.start()  # after write_guard is set: the first push lists files under its lock
         logger.info("syncing %s to the Hub dataset %s every %g minutes", dataset.root, repo_id, every)
         return sync
 
@@ -323,7 +439,8 @@ class DatasetSync:
         return self._scheduler.repo_id
 
     @property
-    def scheduler(self) -> CommitScheduler:
+    def scheduler(self) -> _Scheduler:
+        """What pushes: `lock` (held by every dataset write), `trigger()`, `last_future`, `every`."""
         return self._scheduler
 
     def push_now(self) -> CommitInfo | None:
