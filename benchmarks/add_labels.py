@@ -2,7 +2,7 @@
 
     python benchmarks/add_labels.py [--traffic 1000] [--per-label 35] [--eval-cifar 2000]
 
-The retrain issue's scenario, end to end on a fresh project (a temp folder):
+The scenario of docs/retraining.md ("Traffic anchors"), end to end on a fresh project (a temp folder):
   1. serve traffic through ClassifrService: CIFAR-10 train images and clothing-small validation photos
      (every class, hats and shorts included, as real traffic would be); the prediction log keeps their
      embeddings;
@@ -31,6 +31,7 @@ from classifr.core.config import Settings
 from classifr.data.dataset import Example
 from classifr.core.images import read_image
 from classifr.inference.classifier import Classifier, configure_runtime
+from classifr.app.project import open_service
 from classifr.app.service import ClassifrService
 from training.train import TrainOptions, run
 
@@ -75,7 +76,7 @@ def main() -> None:
     configure_runtime(2)
     home = Path(tempfile.mkdtemp(prefix="classifr-add-labels-"))
     settings = Settings(home=home, num_threads=2)
-    service = ClassifrService.create(settings)
+    service = open_service(settings)
 
     clothing_traffic = sorted((CLOTHING / "validation").rglob("*.jpg"))
     n_clothing = min(len(clothing_traffic), args.traffic * 3 // 10)

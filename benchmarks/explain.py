@@ -35,11 +35,11 @@ def main() -> None:
     args = parse_args()
     from classifr.core.config import Settings
     from classifr.inference.classifier import configure_runtime
-    from classifr.app.service import ClassifrService
+    from classifr.app.project import open_service
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-bench-explain-"))
-    service = ClassifrService.create(Settings.from_env({"CLASSIFR_HOME": str(work / "home")}))
+    service = open_service(Settings.from_env({"CLASSIFR_HOME": str(work / "home")}))
     big = make_12mp_jpeg(work)
 
     def timed(run) -> tuple[float, object]:

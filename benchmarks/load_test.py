@@ -210,7 +210,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from classifr.inference.classifier import configure_runtime
-    from classifr.app.service import open_local_registry
+    from classifr.app.project import open_local_registry
+    from classifr.app.bootstrap import embedded_default_version
 
     configure_runtime(args.threads)
     clients = [int(n) for n in args.clients.split(",")]
@@ -218,7 +219,7 @@ def main() -> None:
     photos = sorted(CLOTHING_TEST.rglob("*.jpg"))
     work = Path(tempfile.mkdtemp(prefix="classifr-load-"))
     registry_home = work / "registry-home"
-    registry = open_local_registry(registry_home / "registry")
+    registry = open_local_registry(registry_home / "registry", default_version=embedded_default_version())
     print(ensure_onnx_export(registry.local_path("v1")) if "onnx" in backends else "torch only: no export needed")
     print(f"{len(photos)} clothing-small test photos round-robin; server CLASSIFR_NUM_THREADS={args.threads} on "
           f"{os.cpu_count()} cores; callers on the same machine; {args.seconds:g} s per row")

@@ -28,7 +28,7 @@ from photos import PHOTO, make_12mp_jpeg  # a script's own folder is on sys.path
 
 from classifr.core.config import Settings
 from classifr.inference.classifier import configure_runtime
-from classifr.app.service import ClassifrService
+from classifr.app.project import open_service
 
 
 def main() -> None:
@@ -40,8 +40,8 @@ def main() -> None:
         folder = Path(tmp)
         big = make_12mp_jpeg(folder)
         base = Settings(home=folder / "home", num_threads=2)
-        without = ClassifrService.create(replace(base, prediction_log=False))
-        with_log = ClassifrService.create(base)
+        without = open_service(replace(base, prediction_log=False))
+        with_log = open_service(base)
         log = with_log.prediction_log
         print(f"{'image':18} {'':10} {'log off ms':>11} {'log on ms':>10} {'overhead':>9}")
         for name, path in (("400x533 photo", PHOTO), ("12-megapixel JPEG", big)):

@@ -84,12 +84,12 @@ def main() -> None:
 
     from classifr.core.config import Settings
     from classifr.inference.classifier import configure_runtime
-    from classifr.app.service import ClassifrService
+    from classifr.app.project import open_service
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-bench-"))
     settings = replace(Settings.from_env({"CLASSIFR_HOME": str(work / "home")}), num_threads=args.threads)
-    service = ClassifrService.create(settings)
+    service = open_service(settings)
     model_dir = service.registry.local_path("production")
     classifier = service.classifier
     baseline = pipeline("image-classification", model=str(model_dir), device="cpu")
@@ -97,7 +97,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {service.serving_version} ({model_dir.name})")
     print(f"{'image':<22} {'path':<34} {'median ms':>10} {'p90 ms':>8} {'x forward':>10}")
 
-    # The baseline: the model as transformers loads it, contiguous input. Classifr serves
+    # The baseline (docs/speed.md): the model as transformers loads it, contiguous input. Classifr serves
     # the same weights in channels-last layout; that forward is shown too, so the share of the
     # end-to-end time that is decode + preprocess is visible either way.
     plain_model = AutoModelForImageClassification.from_pretrained(model_dir).eval()

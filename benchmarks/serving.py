@@ -67,13 +67,13 @@ def ensure_onnx_export(folder: Path) -> str:
 def make_service(registry_home: Path, home: Path, backend: str, threads: int):
     """A service on `registry_home`'s registry with its own home (dataset, prediction log)."""
     from classifr.core.config import Settings
-    from classifr.app.service import ClassifrService
+    from classifr.app.project import open_service
 
     home.mkdir(parents=True, exist_ok=True)
     if registry_home != home and not (home / "registry").exists():
         (home / "registry").symlink_to(registry_home / "registry", target_is_directory=True)
     settings = replace(Settings.from_env({"CLASSIFR_HOME": str(home), "CLASSIFR_BACKEND": backend}), num_threads=threads)
-    return ClassifrService.create(settings)
+    return open_service(settings)
 
 
 # --- timing -------------------------------------------------------------------------------------------
@@ -109,12 +109,14 @@ def main() -> None:
     from classifr.core.images import read_image
     from classifr.inference.classifier import configure_runtime
     from classifr.inference.onnx_backend import OnnxClassifier, create_session, verified_export
-    from classifr.app.service import ClassifrService, open_local_registry
+    from classifr.app.project import open_local_registry
+    from classifr.app.bootstrap import embedded_default_version
+    from classifr.app.service import ClassifrService
 
     configure_runtime(args.threads)
     work = Path(tempfile.mkdtemp(prefix="classifr-serving-"))
     registry_home = work / "home"
-    registry = open_local_registry(registry_home / "registry")
+    registry = open_local_registry(registry_home / "registry", default_version=embedded_default_version())
     v1 = registry.local_path("v1")
     export_note = ensure_onnx_export(v1)
     onnx_service = make_service(registry_home, work / "home-onnx", "onnx", args.threads)

@@ -1,6 +1,6 @@
 """The `classifr` command (also `python -m classifr`).
 
-Every command takes `--json` for machine-readable output (shapes in DESIGN.md). Exit status: 0 on
+Every command takes `--json` for machine-readable output (shapes in docs/cli.md). Exit status: 0 on
 success, 1 when the work failed (an unreadable image, an unknown version), 2 for bad usage; errors
 are one line on stderr, never a traceback.
 """
@@ -126,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open_service(settings: Settings):
+    from classifr.app.project import open_service
     from classifr.inference.classifier import configure_runtime
-    from classifr.app.service import ClassifrService
 
     configure_runtime(settings.num_threads)
-    return ClassifrService.create(settings)
+    return open_service(settings)
 
 
 def _print(value: Any, as_json: bool, text: str) -> None:
@@ -226,7 +226,6 @@ def _open_dataset(settings: Settings):
 def _serving_labels(settings: Settings) -> list[str]:
     """The serving model's labels, from its config.json: torch is imported only to build a first v1."""
     from classifr.core.labels import checkpoint_labels
-    from classifr.versions.registry import LocalRegistry
 
     if settings.model:
         if Path(settings.model).is_dir():
@@ -234,9 +233,9 @@ def _serving_labels(settings: Settings) -> list[str]:
         from transformers import AutoConfig  # a Hub id: only its config is fetched
 
         return list(AutoConfig.from_pretrained(settings.model, revision=settings.model_revision).id2label.values())
-    registry = LocalRegistry(settings.registry_dir)
-    if settings.registry_repo or registry.is_empty():
-        registry = _registry(settings)  # opens the Hub registry, or builds v1 into an empty one
+    registry = _registry(settings)
+    if registry.is_empty():
+        return []  # no version yet: every category is the project's own
     return list(checkpoint_labels(registry.local_path(registry.resolve("production"))))
 
 
@@ -306,7 +305,7 @@ DATASET_COMMANDS = {"add": cmd_dataset_add, "import": cmd_dataset_import, "stats
 
 
 # Commands that run a script of the training package as its own process: `classifr` never
-# imports `training` (DESIGN.md), the app keeps serving meanwhile, and `accelerate launch -m
+# imports `training` (docs/architecture.md), the app keeps serving meanwhile, and `accelerate launch -m
 # training.train` is the same script.
 TRAINING_SCRIPTS = {"train": "training.train", "evaluate": "training.evaluation", "benchmark": "study.run"}
 
@@ -318,11 +317,15 @@ def cmd_training_script(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from classifr.versions.registry import open_registry  # not via classifr.app.service: versions and monitor need no torch
+    """The project's registry as it is: read-only commands never build a first version."""
+    from classifr.app.project import open_registry  # not via the service: versions and monitor need no torch
 
     if settings.model:
         raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")
     return open_registry(settings)
+
+
+NO_VERSION_YET = "no model version yet: `classifr serve` or `classifr predict` builds the default one (v1)"
 
 
 def _version_line(info) -> str:
@@ -333,6 +336,9 @@ def _version_line(info) -> str:
 
 def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
     versions = _registry(settings).list_versions()
+    if not versions and not args.json:
+        print(NO_VERSION_YET)
+        return EXIT_OK
     _print([v.to_json() for v in versions], args.json, "\n".join(_version_line(v) for v in versions))
     return EXIT_OK
 
@@ -403,7 +409,7 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.prediction_log_path.is_file():
         raise ClassifrError(f"no prediction log yet at {settings.prediction_log_path}: serve or predict first")
     registry = None if settings.model else _registry(settings)
-    serving = {} if registry is None else {"production": registry.resolve("production")}
+    serving = {} if registry is None or registry.is_empty() else {"production": registry.resolve("production")}
     with PredictionLog(settings.prediction_log_path) as log:
         summary = monitor_summary(log, registry=registry, since=since, serving=serving, low_confidence=args.low_confidence)
     _print(summary, args.json, _monitor_text(summary, args.window))

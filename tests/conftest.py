@@ -18,6 +18,10 @@ CLOTHING = SHARED_DATASETS / "clothing-small"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# v1's ONNX export is checked on 16 sample photos instead of 200 wherever the tests build it through
+# Settings (the app and CLI subprocesses too); tests/test_onnx_export.py checks the full 200.
+TEST_ONNX_VERIFY_IMAGES = 16
+os.environ.setdefault("CLASSIFR_ONNX_VERIFY_IMAGES", str(TEST_ONNX_VERIFY_IMAGES))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +36,7 @@ def clothing_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sandal_photo() -> Path:
-    """The shoe photo the foundation issue names: the default model says 'sandal' (p about 0.9)."""
+    """A shoe photo from clothing-small's test split: the default model says 'sandal' (p about 0.9)."""
     return next((CLOTHING / "test" / "shoes").glob("07d88b75-*.jpg"))
 
 
@@ -64,11 +68,12 @@ def default_classifier(default_model_dir: Path):
 
 @pytest.fixture(scope="session")
 def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CLASSIFR_HOME whose registry holds the bootstrapped v1 (shared, treat as read-only)."""
-    from classifr.app.service import open_local_registry
+    """A CLASSIFR_HOME whose registry holds the real bootstrapped v1, built once per session (read-only)."""
+    from classifr.app.bootstrap import embedded_default_version
+    from classifr.app.project import open_local_registry
 
     home = tmp_path_factory.mktemp("classifr-home")
-    open_local_registry(home / "registry")
+    open_local_registry(home / "registry", default_version=embedded_default_version(verify_images=TEST_ONNX_VERIFY_IMAGES))
     return home
 
 
@@ -90,6 +95,19 @@ def own_home(tmp_path: Path, project_home: Path) -> Path:
     home.mkdir()
     shutil.copytree(project_home / "registry", home / "registry")
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_default_version(tiny_vit_dir: Path):
+    """A DefaultVersion that publishes the tiny random ViT as v1: a whole project in well under a second."""
+    import shutil
+
+    from classifr.app.bootstrap import DefaultVersion
+
+    def write(folder: Path) -> None:
+        shutil.copytree(tiny_vit_dir, folder, dirs_exist_ok=True)
+
+    return DefaultVersion(write=write, metadata={"source": "tests: tiny random ViT"}, description="a tiny random ViT")
 
 
 def _save_tiny(folder: Path, model, processor) -> Path:

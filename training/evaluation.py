@@ -45,7 +45,7 @@ def top1_scored(classifier: Classifier, paths: Sequence) -> list[Prediction]:
 
 
 def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:
-    from classifr.versions.registry import open_registry
+    from classifr.app.project import open_registry
 
     registry = open_registry(settings)
     if ref is None:

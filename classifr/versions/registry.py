@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 from huggingface_hub import CommitInfo, CommitOperation, CommitOperationAdd, CommitOperationDelete, GitRefs, HfApi
@@ -55,8 +55,6 @@ from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, Rep
 from classifr.core.errors import ClassifrError, ConfigError, RegistryError, VersionNotFoundError
 from classifr.versions.folder import CONFIG_FILE, VERSION_FILE, num_labels
 
-if TYPE_CHECKING:
-    from classifr.core.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -721,32 +719,3 @@ def _fsync_path(path: Path) -> None:
 def _fsync_dir(folder: Path) -> None:
     # Makes renames and new entries in `folder` durable (POSIX; directories open read-only).
     _fsync_path(folder)
-
-
-# --- the project's registry ---------------------------------------------------------------------
-
-
-def open_registry(settings: Settings, *, hf_api: Any = None) -> ModelRegistry:
-    """The Hub registry when CLASSIFR_REGISTRY_REPO is set, else the local one; v1 built if empty."""
-    if not settings.registry_repo:
-        return open_local_registry(settings.registry_dir)
-    from classifr.app.bootstrap import ensure_default_version  # builds v1; imported only when needed here
-
-    registry = HubRegistry(
-        settings.registry_repo, hf_api=hf_api, token=settings.hf_token, cache_dir=settings.cache_dir / "hub"
-    )
-    # No file lock can span machines; the Hub's parent_commit check rejects a second racing v1 commit.
-    ensure_default_version(registry)
-    return registry
-
-
-def open_local_registry(root: Path) -> LocalRegistry:
-    """The project's registry, with the default model built into it on first use."""
-    from classifr.app.bootstrap import ensure_default_version
-
-    root.mkdir(parents=True, exist_ok=True)
-    registry = LocalRegistry(root)
-    # Two processes starting on an empty project must not both build a v1.
-    with FileLock(str(root / ".bootstrap.lock")):
-        ensure_default_version(registry)
-    return registry
