@@ -1,7 +1,7 @@
 """Classifr's web app: `python app.py` (also the Hugging Face Space entry point).
 
 Settings come from the environment (CLASSIFR_HOME, CLASSIFR_MODEL, GRADIO_SERVER_PORT, ...; see
-README). Nothing is built at import: the services and the UI are created in main().
+docs/settings.md). Nothing is built at import: the services and the UI are created in main().
 """
 
 import logging

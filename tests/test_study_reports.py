@@ -56,7 +56,7 @@ def test_a_name_that_is_a_path_or_unknown_is_refused(tmp_path, name):
 
 
 def test_the_model_tab_api_shows_the_newest_report_or_says_how_to_make_one(tmp_path):
-    service = SimpleNamespace(settings=SimpleNamespace(home=tmp_path))
+    service = SimpleNamespace(study_reports=lambda: list_reports(tmp_path), study_report=lambda name: read_report(tmp_path, name))
     benchmark_report = make_benchmark_report(service)
     assert benchmark_report(None) == (NO_REPORT, [])
     _report(tmp_path, "20261202-100000-quick", 2_000)

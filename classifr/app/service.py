@@ -31,7 +31,13 @@ from classifr.monitoring.log import LoggedPrediction, PredictionLog
 from classifr.inference.onnx_backend import load_classifier
 from classifr.monitoring.prometheus import ServingMetrics
 from classifr.inference.overlay import fit, render, stage_grid
-from classifr.versions.registry import ModelRegistry, VersionInfo, open_local_registry, open_registry  # noqa: F401 (re-exported)
+from classifr.versions.registry import ModelRegistry, VersionInfo
+from classifr.app.access import require_maintainer
+from classifr.app.jobs import JobState, TrainingJobs
+from classifr.monitoring.report import monitor_summary
+from classifr.versions.folder import read_metrics
+from classifr.versions.overview import ModelOverview, describe_model, describe_version
+from classifr.versions.study_reports import BenchmarkReport, list_reports, read_report
 
 logger = logging.getLogger(__name__)
 
@@ -109,31 +115,11 @@ class ClassifrService:
         self._explainers: dict[str, Explainer] = {}
         self._publish_serving()
 
-    @classmethod
-    def create(cls, settings: Settings, *, hf_api: Any = None) -> ClassifrService:
-        """Open the project: registry (building v1 if empty) and the serving model, or CLASSIFR_MODEL,
-        the project dataset, its Hub sync when CLASSIFR_DATASET_REPO is set, the prediction log,
-        and the candidate version when CLASSIFR_CANARY_SHARE is above 0."""
-        log = open_prediction_log(settings)
-        if settings.model:
-            classifier = load_classifier(
-                settings.model, version=settings.model, revision=settings.model_revision,
-                backend=settings.backend, num_threads=settings.num_threads,
-            )
-            service = cls(settings, registry=None, classifier=classifier, prediction_log=log)
-        else:
-            registry = open_registry(settings, hf_api=hf_api)
-            version = registry.resolve("production")
-            classifier = load_classifier(
-                registry.local_path(version), version=version, backend=settings.backend, num_threads=settings.num_threads
-            )
-            service = cls(settings, registry=registry, classifier=classifier, prediction_log=log)
-            service.refresh()  # loads the canary's candidate, if any
-        from classifr.data.hub_sync import open_sync
-
-        service.hf_api = hf_api
-        service.sync = open_sync(settings, service.dataset, hf_api=hf_api, known=service.known_labels)
-        return service
+    def attach_hub(self, *, hf_api: Any = None, sync: Any = None) -> None:
+        """The Hub client (injected in tests) and the project dataset's Hub sync, once the service exists
+        (the sync reports the serving version's labels in the dataset card)."""
+        self.hf_api = hf_api
+        self.sync = sync
 
     def close(self) -> None:
         """Push what the dataset sync has not pushed yet, write what the prediction log holds, stop both."""
@@ -485,14 +471,145 @@ class ClassifrService:
             raise ClassifrError(f"CLASSIFR_MODEL={self.settings.model!r} is served directly; there is no registry")
         return self.registry
 
+    # --- for the UI: everything the Gradio tabs read or do, so they never reach into the parts ----
 
-def open_prediction_log(settings: Settings) -> PredictionLog | None:
-    """The SQLite prediction log under CLASSIFR_HOME, or None when CLASSIFR_PREDICTION_LOG=0."""
-    if not settings.prediction_log:
-        return None
-    return PredictionLog(
-        settings.prediction_log_path, store_images=settings.store_images, max_images=settings.max_stored_images
-    )
+    _training_jobs: TrainingJobs | None = None  # created on first use: most processes never train
+    _training_jobs_lock = threading.Lock()
+    _training_followed: float | None = None  # the finished_at of the last run whose outcome is served
+
+    @property
+    def has_registry(self) -> bool:
+        """False when CLASSIFR_MODEL is served directly: no versions to list, promote or train."""
+        return self.registry is not None
+
+    @property
+    def has_prediction_log(self) -> bool:
+        """False when CLASSIFR_PREDICTION_LOG=0: there is nothing to monitor."""
+        return self.prediction_log is not None
+
+    def require_maintainer(self, password: str | None, oauth_token: str | None = None) -> str:
+        """How a maintainer action is allowed ("password" or "org:NAME"); NotAMaintainerError otherwise."""
+        return require_maintainer(self.settings, password=password, oauth_token=oauth_token, hf_api=self.hf_api)
+
+    def model_card(self, ref: str | None = None) -> ModelOverview:
+        """The overview of `ref` (default: the serving version), with the project's pending labels."""
+        classifier, repo = self.classifier, self.settings.dataset_repo
+        if self.registry is None:
+            return describe_model(classifier, dataset=self.dataset, dataset_repo=repo)
+        return describe_version(
+            self.registry, ref or classifier.version, classifier=classifier, dataset=self.dataset, dataset_repo=repo
+        )
+
+    def version_metrics(self, ref: str) -> tuple[str, dict[str, Any]]:
+        """(version, metrics.json) of a version or alias; ("—", {}) when unknown, {} for versions without one."""
+        registry = self._require_registry()
+        try:
+            version = registry.resolve(ref)
+        except VersionNotFoundError:
+            return "—", {}
+        return version, read_metrics(registry.local_path(version)).data
+
+    def onnx_export(self, ref: str | None = None) -> tuple[str, Path] | None:
+        """(version, verified model.onnx) of `ref` (default: serving); None without a registry, version or export."""
+        from classifr.inference.onnx_export import verified_onnx_path  # imports torch
+
+        if self.registry is None:
+            return None
+        try:
+            version = self.registry.resolve(ref or self.serving_version)
+            path = verified_onnx_path(self.registry.local_path(version))
+        except (ClassifrError, OSError) as err:
+            logger.debug("no ONNX export for %r: %s", ref, err)
+            return None
+        return (version, path) if path is not None else None
+
+    def categories(self) -> list[Category]:
+        """The project dataset's categories, pending ones (unknown to the serving version) included."""
+        return self.dataset.categories(self.known_labels())
+
+    def sync_status(self) -> dict[str, Any] | None:
+        """The Hub dataset sync's `DatasetSync.status()`; None when the dataset is kept locally."""
+        return self.sync.status() if self.sync is not None else None
+
+    def study_reports(self) -> list[str]:
+        """Names of the benchmark reports under CLASSIFR_HOME/benchmarks, newest first."""
+        return list_reports(self.settings.home)
+
+    def study_report(self, name: str) -> BenchmarkReport:
+        """One benchmark report; ClassifrError for a name that is unknown or not a plain name."""
+        return read_report(self.settings.home, name)
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition of the serving metrics, for `GET /metrics`."""
+        return self.metrics.render()
+
+    @property
+    def metrics_content_type(self) -> str:
+        """The Content-Type that goes with `metrics_text()`."""
+        return self.metrics.content_type
+
+    def monitor_summary(self, *, since: float | None = None) -> dict[str, Any]:
+        """`classifr.monitoring.report.monitor_summary` of the log since `since`, with the serving roles."""
+        serving = {"production": self.serving_version}
+        if self.candidate_version:
+            serving["candidate"] = self.candidate_version
+        return monitor_summary(self._require_log(), registry=self.registry, since=since, serving=serving)
+
+    def prediction_volume(self, *, bucket_s: float, since: float | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """Predictions per time bucket and version."""
+        return self._require_log().volume(bucket_s=bucket_s, version=version, since=since)
+
+    def confidence_histogram(self, *, since: float | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """Predictions per top-1 confidence bin."""
+        return self._require_log().confidence_histogram(version=version, since=since)
+
+    def label_distribution(self, *, since: float | None = None, version: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The most predicted labels with their counts."""
+        return self._require_log().label_distribution(version=version, since=since, limit=limit)
+
+    def gallery(self, kind: str, *, version: str | None = None, limit: int = 24) -> list[dict[str, Any]]:
+        """The newest "corrected" or "confirmed" predictions."""
+        return self._require_log().gallery(kind, version=version, limit=limit)
+
+    def review_queue(self, *, version: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
+        """The least confident predictions that still have their image and no feedback."""
+        return self._require_log().review_queue(version=version, limit=limit)
+
+    def logged_image(self, prediction_id: str) -> bytes | None:
+        """The stored copy of a logged prediction's image; None when it is no longer kept (or never was)."""
+        return self.prediction_log.image(prediction_id) if self.prediction_log is not None else None
+
+    def flush_prediction_log(self) -> bool:
+        """Wait until what was logged so far is written (so a refresh shows it); False on timeout."""
+        return self.prediction_log.flush() if self.prediction_log is not None else True
+
+    def start_training(self, arguments: Sequence[str]) -> JobState:
+        """Start `python -m training.train ARGUMENTS` in the background; ClassifrError while one runs."""
+        self._require_registry()
+        return self._jobs().start(arguments)
+
+    def cancel_training(self) -> JobState:
+        """Stop the running training process; ClassifrError when none runs."""
+        return self._jobs().cancel()
+
+    def training_status(self) -> JobState:
+        """The current (or last) run; once a run has succeeded, what it promoted serves (no wait for the follower)."""
+        state = self._jobs().state()
+        if state.status == "succeeded" and state.finished_at != self._training_followed:
+            self._training_followed = state.finished_at
+            self.refresh()
+        return state
+
+    def _jobs(self) -> TrainingJobs:
+        with self._training_jobs_lock:
+            if self._training_jobs is None:
+                self._training_jobs = TrainingJobs(self.settings.home)
+            return self._training_jobs
+
+    def _require_log(self) -> PredictionLog:
+        if self.prediction_log is None:
+            raise ClassifrError("the prediction log is off (CLASSIFR_PREDICTION_LOG=0): there is nothing to monitor")
+        return self.prediction_log
 
 
 def feedback_from(prediction: dict[str, Any]) -> Feedback:

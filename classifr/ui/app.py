@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from classifr.core.config import Settings
 from classifr.inference.classifier import configure_runtime
+from classifr.app.project import open_service
 from classifr.app.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
 from classifr.ui.model import build_model_tab
@@ -47,7 +48,7 @@ def build_app(service: ClassifrService) -> gr.Blocks:
             build_classify_tab(service, example_images(service.settings))
         with gr.Tab("Teach"):
             build_teach_tab(service, demo)
-        if service.registry is not None:
+        if service.has_registry:
             with gr.Tab("Train"):
                 build_train_tab(service, demo)
         with gr.Tab("Monitor"):
@@ -63,7 +64,7 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     """Build the services once, then the UI, and launch; `block=False` returns the running app."""
     started = time.perf_counter()
     configure_runtime(settings.num_threads)
-    service = ClassifrService.create(settings)
+    service = open_service(settings)
     # Local registry: a file read every 5 s; Hub registry: one small download a minute.
     service.follow_production(60.0 if settings.registry_repo else 5.0)
     demo = build_app(service)
@@ -102,6 +103,6 @@ def add_metrics_route(demo: gr.Blocks, service: ClassifrService) -> None:
     """Prometheus scrapes `GET /metrics` on the app's own server: no second port to open on a Space."""
 
     def metrics() -> Response:
-        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+        return Response(service.metrics_text(), media_type=service.metrics_content_type)
 
     demo.app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from classifr.core.errors import ClassifrError
-from classifr.core.images import ImageLimits, describe_limits
 from classifr.app.service import ClassifrService, PredictionResult
+from classifr.core.images import ImageLimits, describe_limits
 from classifr.ui.components import ImageFileInput
+from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import build_feedback_panel
 
 logger = logging.getLogger(__name__)
@@ -84,13 +84,11 @@ def targets_of(payload: dict | None):
 
 
 def make_explain(service: ClassifrService):
+    @shows_errors
     def explain(path: str | None, method: str, target: str | None):
         if not path:
             return None, ""
-        try:
-            result = service.explain(path, method=method, target=target or None, max_side=DISPLAY_SIDE, name=Path(path).name)
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        result = service.explain(path, method=method, target=target or None, max_side=DISPLAY_SIDE, name=Path(path).name)
         e = result.explanation
         delta = f", convergence delta {e.convergence_delta:+.3f}" if e.convergence_delta is not None else ""
         caption = (
@@ -104,13 +102,11 @@ def make_explain(service: ClassifrService):
 
 
 def make_explain_layers(service: ClassifrService):
+    @shows_errors
     def explain_layers(path: str | None):
         if not path:
             return None
-        try:
-            return service.explain_layers(path, name=Path(path).name).picture
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        return service.explain_layers(path, name=Path(path).name).picture
 
     return explain_layers
 

@@ -1,14 +1,17 @@
 """'Is this right?': contributors confirm or correct a prediction, into the project dataset.
 
-`ProjectDatasetCallback` is Gradio's flagging boundary (setup / flag) over the project dataset:
-Gradio 5+ has no Hub dataset saver, and ours writes where everything else of the project lives
-(CLASSIFR_HOME/dataset, synced to the Hub by classifr.data.hub_sync), so `flagging_dir` is unused.
+`ProjectDatasetCallback` is Gradio's flagging boundary over the project dataset, used the way
+Gradio's Blocks flagging is: `setup(components, flagging_dir)` once when the panel is built, then
+`flag(flag_data, flag_option=..., username=...)` for every Confirm and Correct. Gradio 5+ has no
+Hub dataset saver, and ours writes where everything else of the project lives (CLASSIFR_HOME/dataset,
+synced to the Hub by classifr.data.hub_sync) through `ClassifrService.record_feedback`, so
+`flagging_dir` is only recorded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,11 @@ import gradio as gr
 from gradio.components import Component
 from gradio.flagging import FlaggingCallback
 
-from classifr.data.dataset import NEW_CATEGORY, AddResult
-from classifr.core.errors import ClassifrError
 from classifr.app.service import ClassifrService, feedback_from
+from classifr.core.errors import ClassifrError
 from classifr.core.text import escape_markdown as inert
+from classifr.data.dataset import NEW_CATEGORY, AddResult
+from classifr.ui.errors import shows_errors
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +41,32 @@ class ProjectDatasetCallback(FlaggingCallback):
     def __init__(self, service: ClassifrService) -> None:
         self.service = service
         self.components: list[Component] = []
+        self.flagging_dir: str | None = None
 
     def setup(self, components: Sequence[Component], flagging_dir: str | None = None) -> None:
         if len(components) != 3:
             raise ValueError(f"expected the image, prediction and label components, got {len(components)}")
         self.components = list(components)
+        self.flagging_dir = flagging_dir
 
-    def flag(self, flag_data: list[Any], flag_option: str | None = None, username: str | None = None) -> int:
-        self.record(flag_data, flag_option, username)
+    def flag(
+        self,
+        flag_data: list[Any],
+        flag_option: str | None = None,
+        username: str | None = None,
+        *,
+        on_result: Callable[[AddResult], None] | None = None,
+    ) -> int:
+        """Store one confirmation or correction; the number of rows in the project dataset after it.
+
+        `on_result` gets what was stored (added or a duplicate); ClassifrError says why when nothing was.
+        """
+        result = self._store(flag_data, flag_option, username)
+        if on_result is not None:
+            on_result(result)
         return self.service.dataset_stats()["total"]
 
-    def record(self, flag_data: Sequence[Any], flag_option: str | None, username: str | None) -> AddResult:
-        """Store one confirmation or correction; ClassifrError says why when nothing was stored."""
+    def _store(self, flag_data: Sequence[Any], flag_option: str | None, username: str | None) -> AddResult:
         image, prediction, label = flag_data
         if not image:
             raise ClassifrError("there is no image to store: classify an image first")
@@ -124,27 +142,28 @@ def build_feedback_panel(service: ClassifrService, image: Component, payload: Co
             correct = gr.Button("Correct: store my label", elem_id="feedback-correct")
         gr.Markdown(storage_notice(service), elem_id="feedback-notice")
         outcome = gr.Markdown(elem_id="feedback-status")
-    callback.setup([image, payload, label])
+    callback.setup([image, payload, label], str(service.settings.dataset_dir))
 
     def chosen(choice: str | None, typed: str | None) -> str | None:
         return typed if choice == NEW_CATEGORY else choice
 
+    def flagged(flag_data: list[Any], flag_option: str, username: str | None) -> AddResult:
+        stored: list[AddResult] = []
+        total = callback.flag(flag_data, flag_option=flag_option, username=username, on_result=stored.append)
+        logger.info("%s stored as %r; the project dataset has %d rows", flag_option, stored[0].label, total)
+        return stored[0]
+
+    @shows_errors
     def correct_fn(
         path: str | None, choice: str | None, typed: str | None, prediction: dict | None,
         request: gr.Request, profile: gr.OAuthProfile | None,
     ):
-        try:
-            result = callback.record([path, prediction, chosen(choice, typed)], CORRECT, username_of(request, profile))
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        result = flagged([path, prediction, chosen(choice, typed)], CORRECT, username_of(request, profile))
         return describe(result), result.to_json()
 
+    @shows_errors
     def confirm_fn(path: str | None, prediction: dict | None, request: gr.Request, profile: gr.OAuthProfile | None):
-        try:
-            result = callback.record([path, prediction, None], CONFIRM, username_of(request, profile))
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
-        return describe(result)
+        return describe(flagged([path, prediction, None], CONFIRM, username_of(request, profile)))
 
     predicted.then(
         lambda p: choices_after(service, p), inputs=payload, outputs=[label, confirm], api_visibility="undocumented"

@@ -17,11 +17,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from classifr.core.errors import ClassifrError
-from classifr.versions.overview import ModelOverview, describe_model, describe_version, render_markdown
-from classifr.inference.onnx_export import verified_onnx_path
 from classifr.app.service import ClassifrService
+from classifr.ui.errors import shows_errors
 from classifr.ui.study import build_benchmark_section
+from classifr.versions.overview import ModelOverview, render_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ logger = logging.getLogger(__name__)
 def version_choices(service: ClassifrService) -> list[tuple[str, str]]:
     """(shown, value) pairs, newest first, e.g. ("v3 · production · serving", "v3")."""
     serving = service.serving_version
-    if service.registry is None:
+    if not service.has_registry:
         return [(f"{serving} · serving", serving)]
     choices = []
     for info in reversed(service.list_versions()):
@@ -38,23 +37,10 @@ def version_choices(service: ClassifrService) -> list[tuple[str, str]]:
     return choices
 
 
-def overview_of(service: ClassifrService, ref: str | None) -> ModelOverview:
-    """The overview of `ref` (default: the serving version), with the project's pending labels."""
-    classifier = service.classifier
-    repo = service.settings.dataset_repo
-    if service.registry is None:
-        return describe_model(classifier, dataset=service.dataset, dataset_repo=repo)
-    return describe_version(
-        service.registry, ref or classifier.version, classifier=classifier, dataset=service.dataset, dataset_repo=repo
-    )
-
-
 def make_model_card(service: ClassifrService):
+    @shows_errors  # an unknown version, a broken registry record
     def model_card(version: str | None) -> tuple[str, Image.Image | None, dict[str, Any]]:
-        try:
-            overview = overview_of(service, version)
-        except ClassifrError as err:  # an unknown version, a broken registry record
-            raise gr.Error(str(err)) from None
+        overview = service.model_card(version or None)
         return render_markdown(overview), _picture(overview), overview.to_json()
 
     return model_card
@@ -88,17 +74,10 @@ class OnnxDownloads:
 
     def path(self, ref: str | None) -> str | None:
         """The downloadable file for `ref` (default: the serving version), or None without a verified export."""
-        registry = self.service.registry
-        if registry is None:
+        export = self.service.onnx_export(ref or None)
+        if export is None:
             return None
-        try:
-            version = registry.resolve(ref or self.service.serving_version)
-            source = verified_onnx_path(registry.local_path(version))
-        except (ClassifrError, OSError) as err:
-            logger.debug("no ONNX download for %r: %s", ref, err)
-            return None
-        if source is None:
-            return None
+        version, source = export
         with self._lock:
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="classifr-onnx-"))
@@ -124,7 +103,7 @@ def build_model_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     with gr.Row():
         version = gr.Dropdown(
             choices=version_choices(service), value=service.serving_version, label="Version",
-            interactive=service.registry is not None, elem_id="model-version", scale=3,
+            interactive=service.has_registry, elem_id="model-version", scale=3,
             # Versions published after start-up must be accepted too; unknown ones get a readable error.
             allow_custom_value=True,
         )

@@ -16,10 +16,11 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from classifr.core.errors import ClassifrError
-from classifr.monitoring.report import WINDOWS, monitor_summary, window_start
 from classifr.app.service import ClassifrService
+from classifr.core.errors import ClassifrError
 from classifr.core.text import escape_markdown
+from classifr.monitoring.report import WINDOWS, window_start
+from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import username_of
 from classifr.ui.train import comparison_table, require_maintainer
 
@@ -36,13 +37,6 @@ VERSION_HEADERS = ["version", "parent", "aliases", "strategy", "labels", "labels
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
-
-
-def serving_roles(service: ClassifrService) -> dict[str, str]:
-    roles = {"production": service.serving_version}
-    if service.candidate_version:
-        roles["candidate"] = service.candidate_version
-    return roles
 
 
 # --- the numbers -----------------------------------------------------------------------------
@@ -119,7 +113,7 @@ def version_rows(service: ClassifrService) -> list[list]:
 
 
 def logged_image(service: ClassifrService, prediction_id: str) -> Image.Image | None:
-    data = service.prediction_log.image(prediction_id)
+    data = service.logged_image(prediction_id)
     return Image.open(io.BytesIO(data)) if data else None
 
 
@@ -150,10 +144,9 @@ def review_caption(row: dict) -> str:
 
 
 def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
-    if service.prediction_log is None:
+    if not service.has_prediction_log:
         gr.Markdown("The prediction log is off (`CLASSIFR_PREDICTION_LOG=0`): there is nothing to monitor.")
         return
-    log = service.prediction_log
     with gr.Row():
         window = gr.Dropdown(list(WINDOWS), value="24h", label="Time window", elem_id="monitor-window")
         version = gr.Dropdown([ALL_VERSIONS], value=ALL_VERSIONS, label="Version", elem_id="monitor-version")
@@ -216,20 +209,20 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     def show(window_name: str, selected: str):
         since = window_start(window_name)
         chosen = None if selected in (None, ALL_VERSIONS) else selected
-        summary = monitor_summary(log, registry=service.registry, since=since, serving=serving_roles(service))
+        summary = service.monitor_summary(since=since)
         now = time.time()
-        bad_items, bad_shown = gallery_items(service, log.gallery("corrected", version=chosen, limit=GALLERY_SIZE), bad_caption)
-        good_items, _ = gallery_items(service, log.gallery("confirmed", version=chosen, limit=GALLERY_SIZE), good_caption)
-        review_items, review_shown = gallery_items(service, log.review_queue(version=chosen, limit=GALLERY_SIZE), review_caption)
+        bad_items, bad_shown = gallery_items(service, service.gallery("corrected", version=chosen, limit=GALLERY_SIZE), bad_caption)
+        good_items, _ = gallery_items(service, service.gallery("confirmed", version=chosen, limit=GALLERY_SIZE), good_caption)
+        review_items, review_shown = gallery_items(service, service.review_queue(version=chosen, limit=GALLERY_SIZE), review_caption)
         names = [ALL_VERSIONS, *summary["by_version"]]
         refs = [v.version for v in service.list_versions()]
         return (
             gr.update(choices=names, value=selected if selected in names else ALL_VERSIONS),
             alerts_markdown(summary),
             summary_rows(summary),
-            volume_frame(log.volume(bucket_s=bucket_seconds(since, now), version=chosen, since=since)),
-            confidence_frame(log.confidence_histogram(version=chosen, since=since)),
-            pd.DataFrame(log.label_distribution(version=chosen, since=since, limit=20), columns=["label", "predictions"]),
+            volume_frame(service.prediction_volume(bucket_s=bucket_seconds(since, now), version=chosen, since=since)),
+            confidence_frame(service.confidence_histogram(version=chosen, since=since)),
+            pd.DataFrame(service.label_distribution(version=chosen, since=since, limit=20), columns=["label", "predictions"]),
             summary,
             bad_items, bad_shown, good_items, review_items, review_shown,
             confusion_rows(summary), version_rows(service),
@@ -242,7 +235,7 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
 
     def explain_bad(rows: list[dict], event: gr.SelectData):
         row = rows[event.index]
-        data = log.image(row["id"])
+        data = service.logged_image(row["id"])
         if data is None:
             return gr.update(visible=False), "This image is no longer kept (the log keeps the newest ones)."
         try:
@@ -257,10 +250,11 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         row = rows[event.index]
         return row, gr.update(value=row["label"])
 
+    @shows_errors
     def store(row: dict | None, label: str | None, confirm: bool, request: gr.Request, profile: gr.OAuthProfile | None):
         if not row:
             raise gr.Error("Pick a prediction in the review queue first.")
-        data = log.image(row["id"])
+        data = service.logged_image(row["id"])
         if data is None:
             raise gr.Error("This image is no longer kept; refresh the queue.")
         chosen_label = row["label"] if confirm else label
@@ -268,30 +262,23 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
             raise gr.Error("Choose the right label first.")
         prediction = {"id": row["id"], "version": row["version"],
                       "predictions": [{"label": l, "score": s} for l, s in row["topk"]]}
-        try:
-            result = service.record_feedback(data, chosen_label, prediction=prediction,
-                                             contributor=username_of(request, profile), name=f"review-{row['id'][:8]}.jpg")
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        result = service.record_feedback(data, chosen_label, prediction=prediction,
+                                         contributor=username_of(request, profile), name=f"review-{row['id'][:8]}.jpg")
         if not result.ok:
             raise gr.Error(f"Not stored: {result.reason}")
-        log.flush()
+        service.flush_prediction_log()
         return f"Stored as **{escape_markdown(result.label)}** ({result.status}).", None
 
+    @shows_errors
     def set_share(secret: str | None, percent: float, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
-        try:
-            service.set_canary_share(percent / 100)
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        service.set_canary_share(percent / 100)
         return canary_text()
 
+    @shows_errors
     def promote_candidate(secret: str | None, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
-        try:
-            info = service.promote("candidate")
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        info = service.promote("candidate")
         return f"Production is now **{info.version}**; new requests use it. " + canary_text()
 
     hidden = dict(api_visibility="undocumented")

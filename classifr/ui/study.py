@@ -11,9 +11,8 @@ import logging
 import gradio as gr
 from PIL import Image
 
-from classifr.versions.study_reports import list_reports, read_report
-from classifr.core.errors import ClassifrError
 from classifr.app.service import ClassifrService
+from classifr.ui.errors import shows_errors
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +21,12 @@ NO_REPORT = ("No benchmark yet. A maintainer runs `classifr benchmark --quick` (
 
 
 def make_benchmark_report(service: ClassifrService):
-    home = service.settings.home
-
+    @shows_errors
     def benchmark_report(name: str | None) -> tuple[str, list[tuple[Image.Image, str]]]:
-        names = list_reports(home)
+        names = service.study_reports()
         if not names:
             return NO_REPORT, []
-        try:
-            report = read_report(home, name or names[0])
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from None
+        report = service.study_report(name or names[0])
         return report.markdown, [(_opened(path), caption) for path, caption in report.images]
 
     return benchmark_report
@@ -44,17 +39,16 @@ def _opened(path) -> Image.Image:
 
 
 def build_benchmark_section(service: ClassifrService, demo: gr.Blocks) -> None:
-    home = service.settings.home
     with gr.Accordion("Benchmarks: backbones, strategies and baselines compared", open=False):
         with gr.Row():
-            reports = gr.Dropdown(choices=list_reports(home), label="Report", elem_id="benchmark-report-name", scale=3)
+            reports = gr.Dropdown(choices=service.study_reports(), label="Report", elem_id="benchmark-report-name", scale=3)
             refresh = gr.Button("Refresh", scale=1, elem_id="benchmark-refresh")
         text = gr.Markdown(NO_REPORT, elem_id="benchmark-report")
         plots = gr.Gallery(label="Plots", columns=3, height="auto", interactive=False, elem_id="benchmark-plots")
     benchmark_report = make_benchmark_report(service)
 
     def choices() -> dict:
-        names = list_reports(home)
+        names = service.study_reports()
         return gr.update(choices=names, value=names[0] if names else None)
 
     refresh.click(choices, outputs=reports, api_visibility="undocumented").then(

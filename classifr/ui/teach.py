@@ -7,11 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from classifr.data.dataset import NEW_CATEGORY, AddResult
-from classifr.core.errors import ClassifrError
 from classifr.app.service import ClassifrService
-from classifr.ui.feedback import storage_notice, username_of
 from classifr.core.text import escape_markdown as inert
+from classifr.data.dataset import NEW_CATEGORY, AddResult
+from classifr.ui.errors import shows_errors
+from classifr.ui.feedback import storage_notice, username_of
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def summary(results: list[AddResult]) -> str:
 
 
 def make_add_examples(service: ClassifrService):
+    @shows_errors
     def add_examples(
         files: list[str] | None, category: str | None, new_name: str | None, request: gr.Request,
         profile: gr.OAuthProfile | None, progress: gr.Progress = gr.Progress(),
@@ -47,12 +48,9 @@ def make_add_examples(service: ClassifrService):
             done.append(result)
             progress(len(done) / len(files), desc=f"{len(done)} of {len(files)} images")
 
-        try:
-            results = service.add_examples(
-                files, label, contributor=username_of(request, profile), names=[Path(f).name for f in files], on_result=tick
-            )
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        results = service.add_examples(
+            files, label, contributor=username_of(request, profile), names=[Path(f).name for f in files], on_result=tick
+        )
         logger.info("add_examples: %d files for %r", len(files), label)
         stored_as = next((r.label for r in results if r.label), category)
         return result_rows(results), summary(results), *refresh_categories(service, selected=stored_as)
@@ -62,7 +60,7 @@ def make_add_examples(service: ClassifrService):
 
 def category_rows(service: ClassifrService) -> list[list]:
     rows = []
-    for c in service.dataset.categories(service.known_labels()):
+    for c in service.categories():
         sources = [c.by_source.get(s, 0) for s in ("import", "upload", "correction", "confirmation")]
         status = "pending" if c.pending else "known"
         rows.append([c.name, status, c.total, c.by_split.get("train", 0), c.by_split.get("test", 0), *sources])
@@ -76,11 +74,9 @@ def refresh_categories(service: ClassifrService, selected: str | None = None):
 
 
 def make_create_category(service: ClassifrService):
+    @shows_errors
     def create_category(name: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
-        try:
-            category = service.create_category(name or "", contributor=username_of(request, profile))
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        category = service.create_category(name or "", contributor=username_of(request, profile))
         rows, choice = refresh_categories(service, selected=category.name)
         return f"Created the category *{inert(category.name)}*; it is pending until a model version learns it.", rows, choice
 
@@ -89,9 +85,9 @@ def make_create_category(service: ClassifrService):
 
 def sync_status(service: ClassifrService) -> str:
     """One line on the Hub dataset sync, for maintainers: where, when last pushed, the last error."""
-    if service.sync is None:
+    status = service.sync_status()
+    if status is None:
         return "The project dataset is kept locally (set CLASSIFR_DATASET_REPO to push it to the Hub)."
-    status = service.sync.status()
     text = f"Pushed to the Hub dataset `{status['repo_id']}` every {status['every_minutes']:g} minutes"
     text += f"; last push {status['last_push_at']}." if status["last_push_at"] else "; nothing pushed yet."
     if status["last_error"]:

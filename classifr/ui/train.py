@@ -1,24 +1,25 @@
 """The Train tab, for maintainers: train a candidate in the background, compare it, promote or roll back.
 
 Maintainer actions (APIs `train`, `cancel_training`, `promote`, `rollback`) need the password in
-CLASSIFR_ADMIN_PASSWORD; without it they are switched off. Everyone may watch the progress.
+CLASSIFR_ADMIN_PASSWORD; without it they are switched off. Everyone may watch the progress: the
+page polls it only while a run goes on, and the Refresh button (API `training_status`) asks now.
+A promotion by another process reaches the app through the service's production follower.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import gradio as gr
 
-from classifr.app import access
-from classifr.core.errors import ClassifrError, VersionNotFoundError
-from classifr.app.jobs import JobState, TrainingJobs
+from classifr.app.jobs import JobState
 from classifr.app.service import ClassifrService
 from classifr.core.text import escape_markdown
+from classifr.ui.errors import shows_errors
 
 logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0  # how often the page reads the progress of a running training job
 
 METRIC_ROWS = [
     ("accuracy", ("metrics", "accuracy")),
@@ -30,14 +31,9 @@ METRIC_ROWS = [
 
 
 def require_maintainer(service: ClassifrService, password: str | None, oauth_token: gr.OAuthToken | None = None) -> None:
-    """The password, or HF sign-in as a member of CLASSIFR_MAINTAINER_ORG; a gr.Error otherwise."""
-    try:
-        how = access.require_maintainer(
-            service.settings, password=password, oauth_token=oauth_token.token if oauth_token else None,
-            hf_api=service.hf_api,
-        )
-    except access.NotAMaintainerError as err:
-        raise gr.Error(str(err)) from err
+    """The password, or HF sign-in as a member of CLASSIFR_MAINTAINER_ORG; NotAMaintainerError otherwise
+    (a ClassifrError: the handler's @shows_errors turns it into a gr.Error)."""
+    how = service.require_maintainer(password, oauth_token.token if oauth_token else None)
     logger.info("maintainer action allowed by %s", how)
 
 
@@ -67,21 +63,11 @@ def describe_job(state: JobState) -> str:
     return f"**Training failed:** {escape_markdown(state.error or 'unknown error')}"
 
 
-def version_metrics(service: ClassifrService, ref: str) -> tuple[str, dict[str, Any]]:
-    """(version, metrics.json) of an alias; empty metrics for versions not trained here (v1)."""
-    try:
-        version = service.registry.resolve(ref)
-    except VersionNotFoundError:
-        return "—", {}
-    path = service.registry.local_path(version) / "metrics.json"
-    return version, json.loads(path.read_text()) if path.is_file() else {}
-
-
 def comparison_table(service: ClassifrService, left: str = "production", right: str = "candidate") -> dict:
     """The eval metrics of two versions (or aliases) side by side."""
-    if service.registry is None:
+    if not service.has_registry:
         return {"headers": ["metric", left, right], "data": []}
-    (a, p), (b, c) = version_metrics(service, left), version_metrics(service, right)
+    (a, p), (b, c) = service.version_metrics(left), service.version_metrics(right)
     rows = [[name, _value(p, path), _value(c, path)] for name, path in METRIC_ROWS]
     per_class = sorted(set(p.get("metrics", {}).get("per_class", {})) | set(c.get("metrics", {}).get("per_class", {})))
     rows += [[f"F1 of {label}", _f1(p, label), _f1(c, label)] for label in per_class]
@@ -102,7 +88,6 @@ def _value(metrics: dict, path: tuple[str, str]) -> str:
 
 
 def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
-    jobs = TrainingJobs(service.settings.home)
     gr.Markdown(
         "Train a new version from production on the project dataset with the **head** strategy (frozen "
         "backbone, cached features: seconds to minutes on a CPU). It is published as `candidate`; "
@@ -127,52 +112,56 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         promote = gr.Button("Promote", elem_id="train-promote")
         rollback = gr.Button("Roll back production", elem_id="train-rollback")
 
+    @shows_errors
     def train(secret: str | None, fresh: bool, mode: str, sources: str | None, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
         arguments = ["--strategy", "head", "--promote", mode] + (["--new-head"] if fresh else [])
         for source in dataset_sources(sources):
             arguments += ["--dataset", source]
-        try:
-            return describe_job(jobs.start(arguments))
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        return describe_job(service.start_training(arguments))
 
+    @shows_errors
     def cancel_run(secret: str | None, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
-        try:
-            return describe_job(jobs.cancel())
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
+        return describe_job(service.cancel_training())
 
-    def changed(action, *args):
-        try:
-            info = action(*args)
-        except ClassifrError as err:
-            raise gr.Error(str(err)) from err
-        return f"Production is now **{info.version}**; new requests use it.", comparison_table(service)
+    def now_serving(version: str) -> tuple[str, dict]:
+        return f"Production is now **{version}**; new requests use it.", comparison_table(service)
 
+    @shows_errors
     def promote_version(secret: str | None, ref: str, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
-        return changed(service.promote, ref)
+        return now_serving(service.promote(ref).version)
 
+    @shows_errors
     def roll_back(secret: str | None, token: gr.OAuthToken | None):
         require_maintainer(service, secret, token)
-        return changed(service.rollback)
+        return now_serving(service.rollback().version)
 
     def watch():
-        state = jobs.state()
-        if state.status == "succeeded":
-            service.refresh()  # an auto-promoted version serves at once
-        return describe_job(state), comparison_table(service)
+        return describe_job(service.training_status()), comparison_table(service)
 
+    def poll_while_running():
+        """The status for the page, and the poll timer switched off once the run has ended."""
+        state = service.training_status()
+        return describe_job(state), comparison_table(service), gr.Timer(active=state.status == "running")
+
+    def poll_if_running():
+        return gr.Timer(active=service.training_status().status == "running")
+
+    # Ticks only while a run goes on: switched on when one starts (or is found running), off when it ends.
+    poll = gr.Timer(POLL_SECONDS, active=False)
+    hidden = dict(api_visibility="undocumented")
     maintainer = dict(concurrency_limit=1, concurrency_id="maintainer")
-    start.click(train, inputs=[password, new_head, promote_mode, sources], outputs=status, api_name="train", **maintainer)
+    start.click(train, inputs=[password, new_head, promote_mode, sources], outputs=status, api_name="train", **maintainer).success(
+        lambda: gr.Timer(active=True), outputs=poll, **hidden
+    )
     cancel.click(cancel_run, inputs=password, outputs=status, api_name="cancel_training", **maintainer)
     promote.click(promote_version, inputs=[password, target], outputs=[status, table], api_name="promote", **maintainer)
     rollback.click(roll_back, inputs=password, outputs=[status, table], api_name="rollback", **maintainer)
     refresh = gr.Button("Refresh", size="sm", elem_id="train-refresh")
     # Everyone may watch: the Refresh button is the public `training_status` API (a Timer's tick
-    # event does not answer gradio_client calls), and the timer refreshes the page every 2 s.
-    refresh.click(watch, outputs=[status, table], api_name="training_status")
-    gr.Timer(2.0).tick(watch, outputs=[status, table], api_visibility="undocumented", show_progress="hidden")
-    demo.load(watch, outputs=[status, table], api_visibility="undocumented")
+    # event does not answer gradio_client calls).
+    refresh.click(watch, outputs=[status, table], api_name="training_status").then(poll_if_running, outputs=poll, **hidden)
+    poll.tick(poll_while_running, outputs=[status, table, poll], show_progress="hidden", **hidden)
+    demo.load(poll_while_running, outputs=[status, table, poll], **hidden)

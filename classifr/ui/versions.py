@@ -27,7 +27,7 @@ def make_list_versions(service: ClassifrService):
 
 
 def build_versions_tab(service: ClassifrService, demo: gr.Blocks) -> None:
-    if service.registry is None:
+    if not service.has_registry:
         gr.Markdown(f"Serving `{service.serving_version}` directly (CLASSIFR_MODEL); there is no registry.")
     table = gr.Dataframe(headers=COLUMNS, label="Model versions", interactive=False, elem_id="versions-table")
     refresh = gr.Button("Refresh")
