@@ -30,6 +30,16 @@ def test_cold_start_built_v1_and_serves_it(running_app, client, sandal_photo):
     assert (running_app["home"] / "registry" / "versions" / "v1" / "config.json").is_file()
 
 
+def test_health_is_ok_once_the_model_can_predict(running_app, client, sandal_photo):
+    import json
+    import urllib.request
+
+    _predict(client, sandal_photo)  # the model has loaded once a prediction came back
+    with urllib.request.urlopen(running_app["url"] + "health", timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {"status": "ok", "version": "v1"}
+
+
 def test_bad_files_get_a_readable_message_and_the_app_keeps_serving(client, tmp_path, sandal_photo):
     """A text file named .jpg and a truncated JPEG, then a good photo again."""
     text = tmp_path / "notes.jpg"

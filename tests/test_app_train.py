@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT, _free_port
+from tests.conftest import _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +17,11 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(scope="module")
 def maintainer_app(tmp_path_factory, project_home, clothing_dir):
-    """`python app.py` with CLASSIFR_ADMIN_PASSWORD on a project holding 4 clothing labels."""
-    import urllib.request
-
+    """The app with CLASSIFR_ADMIN_PASSWORD on a project holding 4 clothing labels, served in this
+    process (the same serve() as `python app.py`; tests/test_app.py starts the real command)."""
+    from classifr.core.config import Settings
     from classifr.data.dataset import Example, ProjectDataset
+    from classifr.ui.app import serve
 
     home = tmp_path_factory.mktemp("maintainer-home")
     shutil.copytree(project_home / "registry", home / "registry")
@@ -30,27 +29,15 @@ def maintainer_app(tmp_path_factory, project_home, clothing_dir):
     for label in ("hat", "shoes", "pants", "dress"):
         photos = sorted((clothing_dir / "train" / label).glob("*.jpg"))[:25]
         dataset.add_many([Example(p, label) for p in photos], source="import")
-    port = _free_port()
-    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port),
-           "CLASSIFR_NUM_THREADS": "2", "CLASSIFR_ADMIN_PASSWORD": PASSWORD}
-    log = home / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    settings = Settings.from_env({
+        "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(_free_port()), "CLASSIFR_NUM_THREADS": "2",
+        "CLASSIFR_ADMIN_PASSWORD": PASSWORD, "CLASSIFR_ONNX_VERIFY_IMAGES": os.environ["CLASSIFR_ONNX_VERIFY_IMAGES"],
+    })
+    demo = serve(settings, block=False)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
-        yield {"url": url, "home": home}
+        yield {"url": demo.local_url, "home": home}
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        demo.close()
 
 
 @pytest.fixture(scope="module")

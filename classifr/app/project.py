@@ -67,19 +67,25 @@ def default_version_for(settings: Settings) -> DefaultVersion:
 
 
 def open_service(
-    settings: Settings, *, hf_api: Any = None, default_version: DefaultVersion | None = None
+    settings: Settings,
+    *,
+    hf_api: Any = None,
+    default_version: DefaultVersion | None = None,
+    load_in_background: bool = False,
 ) -> ClassifrService:
     """Open the whole project: the registry (v1 built when empty) and its production model, or
     CLASSIFR_MODEL; the project dataset and its Hub sync when CLASSIFR_DATASET_REPO is set; the
     prediction log; the canary's candidate when CLASSIFR_CANARY_SHARE is above 0.
 
     `default_version`: what an empty registry gets as v1 (default: the embedded EfficientNet-Lite0).
+    `load_in_background`: return before the serving model is loaded (the app's start-up); its
+    predictions wait for the load and `service.health()` says "loading" until then.
     """
     from classifr.app.service import ClassifrService
     from classifr.core.images import ImageLimits
     from classifr.data.dataset import ProjectDataset
     from classifr.data.hub_sync import open_sync
-    from classifr.inference.onnx_backend import load_classifier
+    from classifr.app.loading import PendingModel
 
     log = open_prediction_log(settings)
     if settings.model:
@@ -88,10 +94,20 @@ def open_service(
         registry = open_registry(settings, hf_api=hf_api, default_version=default_version or default_version_for(settings))
         version = registry.resolve("production")
         folder = registry.local_path(version)
-    classifier = load_classifier(
-        folder, version=version, revision=settings.model_revision if settings.model else None,
-        backend=settings.backend, num_threads=settings.num_threads,
-    )
+
+    def load():
+        from classifr.inference.classifier import configure_runtime
+        from classifr.inference.onnx_backend import load_classifier
+
+        configure_runtime(settings.num_threads)
+        return load_classifier(
+            folder, version=version, revision=settings.model_revision if settings.model else None,
+            backend=settings.backend, num_threads=settings.num_threads,
+        )
+
+    # A Hub id (CLASSIFR_MODEL) has no local config.json to read the labels from before the load.
+    in_background = load_in_background and Path(folder).is_dir()
+    classifier = PendingModel(folder, version=version, load=load).start() if in_background else load()
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     dataset = ProjectDataset(settings.dataset_dir, limits=limits)
     service = ClassifrService(settings, registry=registry, classifier=classifier, dataset=dataset, prediction_log=log)

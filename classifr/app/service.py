@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 
 from PIL import Image
@@ -24,22 +24,27 @@ from PIL import Image
 from classifr.core.config import Settings
 from classifr.data.dataset import AddResult, Category, Example, Feedback, ProjectDataset
 from classifr.core.errors import ClassifrError, InvalidImageError, VersionNotFoundError
-from classifr.inference.explain import IG_STEPS, Explainer, Explanation, StageMap
 from classifr.core.images import ImageLimits, LoadedImage, read_image, stored_copy
-from classifr.inference.classifier import Classifier, Prediction
 from classifr.monitoring.log import LoggedPrediction, PredictionLog
-from classifr.inference.onnx_backend import load_classifier
 from classifr.monitoring.prometheus import ServingMetrics
-from classifr.inference.overlay import fit, render, stage_grid
 from classifr.versions.registry import ModelRegistry, VersionInfo
 from classifr.app.access import require_maintainer
+from classifr.app.loading import PendingModel
 from classifr.app.jobs import JobState, TrainingJobs
 from classifr.monitoring.report import monitor_summary
 from classifr.versions.folder import read_metrics
 from classifr.versions.overview import ModelOverview, describe_model, describe_version
 from classifr.versions.study_reports import BenchmarkReport, list_reports, read_report
 
+if TYPE_CHECKING:
+    # Imported where they are used: torch, Captum and the model stay off the start-up path
+    # (docs/speed.md, "Start-up").
+    from classifr.inference.classifier import Classifier, Prediction
+    from classifr.inference.explain import Explainer, Explanation, StageMap
+
 logger = logging.getLogger(__name__)
+
+Serving = Union["Classifier", PendingModel]  # a loaded version, or one still loading at start-up
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class ClassifrService:
         settings: Settings,
         *,
         registry: ModelRegistry | None,
-        classifier: Classifier,
+        classifier: Serving,
         dataset: ProjectDataset | None = None,
         prediction_log: PredictionLog | None = None,
     ) -> None:
@@ -131,12 +136,25 @@ class ClassifrService:
 
     @property
     def classifier(self) -> Classifier:
+        """The serving version's model; waits while it is still loading at start-up."""
         with self._lock:
-            return self._classifier
+            current = self._classifier
+        return _loaded(current)
 
     def _serving(self) -> tuple[Classifier, Classifier | None, float]:
         with self._lock:
-            return self._classifier, self._candidate, self._canary_share
+            current, candidate, share = self._classifier, self._candidate, self._canary_share
+        return _loaded(current), candidate, share
+
+    def health(self) -> dict[str, Any]:
+        """`{"status": "ok" | "loading" | "failed", "version": ..., "reason"?}` for /health."""
+        with self._lock:
+            current = self._classifier
+        if not isinstance(current, PendingModel) or current.ready:
+            return {"status": "ok", "version": current.version}
+        if current.error is not None:
+            return {"status": "failed", "version": current.version, "reason": current.error}
+        return {"status": "loading", "version": current.version}
 
     @property
     def candidate_version(self) -> str | None:
@@ -161,7 +179,8 @@ class ClassifrService:
 
     @property
     def serving_version(self) -> str:
-        return self.classifier.version
+        with self._lock:
+            return self._classifier.version  # known while the model is still loading
 
     @property
     def serving_backend(self) -> str:
@@ -258,7 +277,7 @@ class ClassifrService:
         method: str = "gradcam",
         target: str | None = None,
         view: str = "overlay",
-        steps: int = IG_STEPS,
+        steps: int | None = None,
         baseline: str = "black",
         max_side: int | None = None,
         name: str | None = None,
@@ -268,6 +287,10 @@ class ClassifrService:
         The overlay is as large as the photo (or `max_side`, for display); the attribution itself
         runs on the model's input size, from a decode as small as the model allows.
         """
+        from classifr.inference.explain import IG_STEPS
+        from classifr.inference.overlay import fit, render
+
+        steps = IG_STEPS if steps is None else steps
         classifier = self.classifier
         decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
         explanation = self._explainer(classifier).explain(
@@ -279,6 +302,8 @@ class ClassifrService:
 
     def explain_layers(self, source: Any, *, name: str | None = None) -> ExplainResult:
         """How each stage of the backbone responds to the image, as one grid picture."""
+        from classifr.inference.overlay import stage_grid
+
         classifier = self.classifier
         decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
         explainer = self._explainer(classifier)
@@ -300,6 +325,8 @@ class ClassifrService:
             explainer = self._explainers.get(classifier.version)
         if explainer is not None and explainer.classifier is classifier:
             return explainer
+        from classifr.inference.explain import Explainer
+
         explainer = Explainer(classifier)  # copies the model: outside the lock, predictions go on
         with self._lock:
             # Only the version in use keeps a model copy for explanations.
@@ -309,8 +336,9 @@ class ClassifrService:
     # --- teaching: the project dataset -----------------------------------------------------------
 
     def known_labels(self) -> list[str]:
-        """The labels of the version now serving."""
-        return list(self.classifier.labels)
+        """The labels of the version now serving (known while its model is still loading)."""
+        with self._lock:
+            return list(self._classifier.labels)
 
     def label_choices(self) -> list[str]:
         """What a contributor can pick: the project's own categories first, then the model's labels."""
@@ -457,10 +485,13 @@ class ClassifrService:
 
     def _load(self, folder: Path, version: str) -> Classifier:
         """A registry version on the configured backend (CLASSIFR_BACKEND)."""
+        from classifr.inference.onnx_backend import load_classifier
+
         return load_classifier(folder, version=version, backend=self.settings.backend, num_threads=self.settings.num_threads)
 
     def _publish_serving(self) -> None:
-        production, candidate, share = self._serving()
+        with self._lock:
+            production, candidate, share = self._classifier, self._candidate, self._canary_share
         serving = {"production": production.version}
         if candidate is not None and share > 0:
             serving["candidate"] = candidate.version
@@ -630,3 +661,7 @@ def _describe(source: Any) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
     return f"<{type(source).__name__}>"
+
+
+def _loaded(serving: Serving) -> Classifier:
+    return serving.wait() if isinstance(serving, PendingModel) else serving

@@ -9,10 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 import gradio as gr
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from classifr.core.config import Settings
-from classifr.inference.classifier import configure_runtime
 from classifr.app.project import open_service
 from classifr.app.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
@@ -63,8 +62,8 @@ def build_app(service: ClassifrService) -> gr.Blocks:
 def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     """Build the services once, then the UI, and launch; `block=False` returns the running app."""
     started = time.perf_counter()
-    configure_runtime(settings.num_threads)
-    service = open_service(settings)
+    # The page answers while the model loads in the background (docs/speed.md, "Start-up").
+    service = open_service(settings, load_in_background=True)
     # Local registry: a file read every 5 s; Hub registry: one small download a minute.
     service.follow_production(60.0 if settings.registry_repo else 5.0)
     demo = build_app(service)
@@ -95,6 +94,7 @@ def _launch(demo: gr.Blocks, service: ClassifrService, block: bool) -> None:
         allowed_paths=[str(p) for p in [settings.examples_dir] if p],
     )
     add_metrics_route(demo, service)
+    add_health_route(demo, service)
     if block:
         demo.block_thread()
 
@@ -106,3 +106,14 @@ def add_metrics_route(demo: gr.Blocks, service: ClassifrService) -> None:
         return Response(service.metrics_text(), media_type=service.metrics_content_type)
 
     demo.app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+
+def add_health_route(demo: gr.Blocks, service: ClassifrService) -> None:
+    """`GET /health`: 200 `{"status": "ok", "version"}` once the model can predict; 503 with
+    "loading" (start-up) or "failed" and the reason, so a load balancer waits for a ready replica."""
+
+    def health() -> JSONResponse:
+        state = service.health()
+        return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
+
+    demo.app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
