@@ -20,8 +20,8 @@ from classifr.versions.overview import (
     count_safetensors_parameters,
     describe_model,
     describe_version,
-    render_markdown,
 )
+from classifr.versions.card_markdown import render_markdown
 from classifr.versions.registry import LocalRegistry
 
 TRAIN_COUNTS = {"hat": 30, "<script>": 3, "a|b": 4, "tench": 5}

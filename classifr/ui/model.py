@@ -20,7 +20,8 @@ from PIL import Image
 from classifr.app.service import ClassifrService
 from classifr.ui.errors import shows_errors
 from classifr.ui.study import build_benchmark_section
-from classifr.versions.overview import ModelOverview, render_markdown
+from classifr.versions.card_markdown import render_markdown
+from classifr.versions.overview import ModelOverview
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifr.core.text import escape_markdown
 from classifr.versions.folder import CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, confusion_png, read_metrics, read_optional_config
 
 logger = logging.getLogger(__name__)
@@ -40,9 +39,6 @@ PROJECT_DATASET = "project"  # the name training gives the project dataset in `d
 # Well-known pretraining sets named in registry metadata (`trained_on`) -> their Hub dataset id.
 KNOWN_DATASET_CARDS = {"imagenet-1k": "ILSVRC/imagenet-1k"}
 
-MAX_LABEL_ROWS = 50  # label tables longer than this are cut; the JSON has every label
-MAX_PER_CLASS_ROWS = 50
-MAX_LABEL_SAMPLE = 30  # labels named inline when none has training images (v1's 1,000)
 MAX_LINEAGE_DEPTH = 1000  # a loop in hand-edited records must not hang the card
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -433,7 +429,7 @@ def _metrics(summary: dict[str, Any], metadata: dict[str, Any], notes: list[str]
     """Evaluation of the version on its held-out split; the registry metadata when metrics.json is absent."""
     if summary:
         evaluation = summary.get("metrics") or {}
-        metrics = {key: evaluation[key] for key in ("accuracy", "macro_f1", "num_images") if _is_number(evaluation.get(key))}
+        metrics = {key: evaluation[key] for key in ("accuracy", "macro_f1", "num_images") if is_finite_number(evaluation.get(key))}
         per_class = evaluation.get("per_class")
         if isinstance(per_class, dict) and per_class:
             metrics["per_class"] = {str(k): dict(v) for k, v in per_class.items() if isinstance(v, dict)}
@@ -443,7 +439,7 @@ def _metrics(summary: dict[str, Any], metadata: dict[str, Any], notes: list[str]
         return metrics
     if any(note.startswith(METRICS_FILE) for note in notes):
         return {}  # unreadable: say nothing rather than half of it
-    metrics = {key: metadata[key] for key in ("accuracy", "macro_f1") if _is_number(metadata.get(key))}
+    metrics = {key: metadata[key] for key in ("accuracy", "macro_f1") if is_finite_number(metadata.get(key))}
     if isinstance(metadata.get("gate_passed"), bool):
         metrics["gate"] = {"passed": metadata["gate_passed"]}
     return metrics
@@ -469,221 +465,15 @@ def _lineage(version: str, infos: Mapping[str, Any]) -> list[dict[str, Any]]:
             "created_at": info.created_at,
             "strategy": _str_or_none(meta.get("strategy")),
             "labels_added": [str(x) for x in labels_added] if isinstance(labels_added, list) else None,
-            "accuracy": accuracy if _is_number(accuracy) else None,
+            "accuracy": accuracy if is_finite_number(accuracy) else None,
             "source": _str_or_none(meta.get("source")),
         })
         current = info.parent
     return steps
 
 
-# --------------------------------------------------------------------------- Markdown
-
-
-def render_markdown(overview: ModelOverview) -> str:
-    """A readable card: Architecture, Labels, Datasets, Training, Metrics, Lineage; tables stay short."""
-    o = overview
-    e = escape_markdown
-    tags = [e(alias) for alias in o.aliases] + (["serving"] if o.serving else [])
-    title = f"## Model {e(o.version)}" + (f" ({', '.join(tags)})" if tags else "")
-    lines = [title, ""]
-    if o.created_at:
-        lines.append(f"Published {e(o.created_at)}." + (f" [Files on the Hub]({o.url})" if o.url else ""))
-        lines.append("")
-    lines += _architecture_section(o) + _labels_section(o) + _datasets_section(o)
-    lines += _training_section(o) + _metrics_section(o) + _lineage_section(o)
-    if o.notes:
-        lines += ["", "> Could not read everything: " + "; ".join(e(note) for note in o.notes)]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _architecture_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    rows = []
-    if o.architecture:
-        kind = " (timm, through Transformers' TimmWrapperForImageClassification)" if o.model_type == "timm_wrapper" else ""
-        rows.append(("architecture", f"**{e(o.architecture)}**{kind}"))
-    if o.parameters is not None:
-        rows.append(("parameters", f"{o.parameters:,} ({o.parameters / 1e6:.2f} M)"))
-    if o.preprocessing:
-        rows.append(("input", _describe_preprocessing(o.preprocessing)))
-    if o.source:
-        rows.append(("source", e(o.source)))
-    lines = ["### Architecture", ""]
-    if not rows:
-        return lines + ["Unknown (config.json could not be read).", ""]
-    lines += ["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
-    return lines + [""]
-
-
-def _describe_preprocessing(p: dict[str, Any]) -> str:
-    e = escape_markdown
-    size = p.get("input_size")
-    parts = []
-    if size:
-        parts.append(f"{size[1]}×{size[0]} px" if len(size) == 2 else e(size))
-    if p.get("resize_shortest"):
-        parts.append(f"{e(p.get('interpolation') or '')} resize of the shorter side to {p['resize_shortest']} px, center crop".strip())
-    elif p.get("interpolation"):
-        parts.append(f"{e(p['interpolation'])} resize")
-    if p.get("mean"):
-        parts.append(f"mean {e(_numbers(p['mean']))}, std {e(_numbers(p.get('std', [])))}")
-    if p.get("processor"):
-        parts.append(f"processor {e(p['processor'])}")
-    return "; ".join(parts) or "unknown"
-
-
-def _labels_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    lines = ["### Labels", ""]
-    total = len(o.labels)
-    counted = [row for row in o.labels if row.get("train_images")]
-    without = [row for row in o.labels if not row.get("train_images")]
-    unknown = all(row.get("train_images") is None for row in o.labels)
-    if not o.labels:
-        lines.append("No labels could be read.")
-    elif unknown and total > MAX_LABEL_ROWS:
-        sample = ", ".join(e(row["label"]) for row in o.labels[:MAX_LABEL_SAMPLE])
-        why = ("published before Classifr recorded them" if o.training.get("strategy") or o.training.get("parent")
-               else "not trained on the project dataset")
-        lines.append(f"{total:,} labels; this version records no training image counts ({why}). "
-                     f"The first {MAX_LABEL_SAMPLE}: {sample}, …")
-        lines.append("")
-        lines.append("The full list is in the JSON below.")
-    elif total <= MAX_LABEL_ROWS:
-        lines.append(f"{total} labels.")
-        lines += ["", "| label | training images |", "|---|---:|"]
-        lines += [f"| {e(row['label'])} | {_count(row.get('train_images'))} |" for row in o.labels]
-    else:
-        counted.sort(key=lambda row: (-row["train_images"], row["label"].casefold()))
-        lines.append(f"{total:,} labels, {len(counted):,} of them with training images.")
-        if counted:
-            shown = counted[:MAX_LABEL_ROWS]
-            lines += ["", "| label | training images |", "|---|---:|"]
-            lines += [f"| {e(row['label'])} | {row['train_images']:,} |" for row in shown]
-            if len(counted) > len(shown):
-                lines += ["", f"… and {len(counted) - len(shown):,} more labels with training images."]
-        parent = o.training.get("parent")
-        kept = f" (kept from {e(parent)})" if parent else ""
-        lines += ["", f"And {len(without):,} labels without project training images{kept}; the full list is in the JSON below."]
-    if o.pending_labels:
-        one = len(o.pending_labels) == 1
-        pending = ", ".join(
-            f"**{e(row['label'])}** ({_count(row.get('images'))} {'image' if row.get('images') == 1 else 'images'})"
-            for row in o.pending_labels[:MAX_LABEL_ROWS]
-        )
-        more = f", … and {len(o.pending_labels) - MAX_LABEL_ROWS} more" if len(o.pending_labels) > MAX_LABEL_ROWS else ""
-        lines += ["", f"Pending: {len(o.pending_labels)} project {'category' if one else 'categories'} this version "
-                      f"does not know yet (the next training run adds {'it' if one else 'them'}): {pending}{more}."]
-    return lines + [""]
-
-
-def _datasets_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    lines = ["### Datasets", ""]
-    if not o.datasets:
-        return lines + ["No training data recorded.", ""]
-    lines += ["| dataset | role | images | by source | fingerprint |", "|---|---|---:|---|---|"]
-    for row in o.datasets:
-        name = f"[{e(row['name'])}]({row['card_url']})" if row.get("card_url") else e(row["name"])
-        role = row.get("role") or ""
-        if row.get("via"):
-            role += f" (via {e(row['via'])})"
-        by_source = ", ".join(f"{e(k)} {_count(v)}" for k, v in (row.get("by_source") or {}).items())
-        lines.append(f"| {name} | {role} | {_count(row.get('images'))} | {by_source} | {e(row.get('fingerprint') or '')} |")
-    return lines + [""]
-
-
-def _training_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    t = o.training
-    lines = ["### Training", ""]
-    if not t.get("parent") and not t.get("strategy"):
-        origin = f" It was built from {e(o.source)}." if o.source else ""
-        return lines + [f"Not trained by Classifr: a pretrained model.{origin}", ""]
-    lines.append(f"- Parent: {e(t['parent']) if t.get('parent') else 'none'}")
-    lines.append(f"- Strategy: {e(t['strategy']) if t.get('strategy') else 'unknown'}")
-    added = t.get("labels_added")
-    if added is not None:
-        lines.append(f"- Labels added: {', '.join(e(x) for x in added[:MAX_LABEL_ROWS]) or 'none'}"
-                     + (f", … ({len(added)} in all)" if len(added) > MAX_LABEL_ROWS else ""))
-    hyper = t.get("hyperparameters")
-    if hyper:
-        lines.append("- Hyperparameters: " + ", ".join(f"{e(k)}={e(v)}" for k, v in hyper.items()))
-    elif hyper is None:
-        lines.append("- Hyperparameters: not recorded")
-    return lines + [""]
-
-
-def _metrics_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    m = o.metrics
-    lines = ["### Metrics", ""]
-    if not m:
-        return lines + ["No evaluation recorded for this version.", ""]
-    comparison = m.get("comparison") or {}
-    rows = [
-        ("accuracy", _pct(m.get("accuracy"))),
-        ("macro F1", _pct(m.get("macro_f1"))),
-        ("eval images", _count(m.get("num_images"))),
-        ("parent's accuracy", _pct(comparison.get("parent_accuracy"))),
-        ("accuracy on labels the parent knows", _pct(comparison.get("shared_accuracy_new"))),
-        ("churn against the parent (top-1 changed)", _pct(comparison.get("churn"))),
-    ]
-    rows = [row for row in rows if row[1] != "—"]
-    if rows:
-        lines += ["| metric | value |", "|---|---:|"] + [f"| {name} | {value} |" for name, value in rows]
-    gate = m.get("gate")
-    if isinstance(gate, dict) and "passed" in gate:
-        reasons = "; ".join(e(r) for r in gate.get("reasons") or [])
-        lines += ["", "Promotion gate: " + ("passed" if gate["passed"] else "failed" + (f": {reasons}" if reasons else ""))]
-    per_class = m.get("per_class") or {}
-    if per_class:
-        shown = list(per_class.items())[:MAX_PER_CLASS_ROWS]
-        lines += ["", "| label | precision | recall | F1 | eval images |", "|---|---:|---:|---:|---:|"]
-        lines += [
-            f"| {e(label)} | {_pct(row.get('precision'))} | {_pct(row.get('recall'))} | {_pct(row.get('f1'))} | {_count(row.get('support'))} |"
-            for label, row in shown
-        ]
-        if len(per_class) > len(shown):
-            lines += ["", f"… and {len(per_class) - len(shown)} more labels; every row is in the JSON below."]
-    return lines + [""]
-
-
-def _lineage_section(o: ModelOverview) -> list[str]:
-    e = escape_markdown
-    lines = ["### Lineage", ""]
-    if not o.lineage:
-        return lines + ["Not known (served without a registry)."]
-    lines.append(" ← ".join(f"**{e(step['version'])}**" for step in o.lineage))
-    lines += ["", "| version | created | strategy | labels added | accuracy |", "|---|---|---|---|---:|"]
-    for step in o.lineage:
-        if step.get("missing"):
-            lines.append(f"| {e(step['version'])} | missing from the registry | | | |")
-            continue
-        strategy = step.get("strategy") or ("pretrained" if step.get("source") else "")
-        added = step.get("labels_added") or []
-        shown = ", ".join(e(x) for x in added[:10]) + (f", … ({len(added)} in all)" if len(added) > 10 else "")
-        lines.append(f"| {e(step['version'])} | {e(step.get('created_at') or '')} | {e(strategy)} | {shown} | {_pct(step.get('accuracy'))} |")
-    return lines
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _pct(value: Any) -> str:
-    return f"{value:.1%}" if _is_number(value) else "—"
-
-
-def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "—"
-
-
-def _numbers(values: Any) -> str:
-    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")" if isinstance(values, (list, tuple)) else str(values)
 
 
 def _str_or_none(value: Any) -> str | None:
