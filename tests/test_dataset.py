@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from classifr.core.errors import ClassifrError, LabelError
 from classifr.data.dataset import (
     Example,
     Feedback,
@@ -20,7 +21,6 @@ from classifr.data.dataset import (
     normalize_contributor,
     split_of,
 )
-from classifr.core.errors import ClassifrError, LabelError
 from tests.conftest import REPO_ROOT
 
 
@@ -222,6 +222,7 @@ for path in paths:  # one add per image: 50 separate lock round trips per proces
 """
 
 
+@pytest.mark.slow  # 400 adds, each with its fsyncs, from 8 fresh interpreters: seconds
 def test_eight_processes_adding_fifty_each_give_exactly_400_rows(dataset, photos):
     """8 processes x 50 single adds at once on one folder: 400 rows, 400 readable images, no torn line."""
     chosen = photos[:400]

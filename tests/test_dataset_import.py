@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from classifr.core.errors import ClassifrError
 from classifr.data.dataset import Example, ProjectDataset
 from classifr.data.importing import ImportReport, import_dataset
-from classifr.core.errors import ClassifrError
 from tests.conftest import SHARED_DATASETS
 
 CIFAR = SHARED_DATASETS / "cifar10"
@@ -53,9 +53,9 @@ def _photos(folder: Path) -> dict[str, str]:
     return {_sha(p.read_bytes()): p.parent.name for p in folder.rglob("*.jpg")}
 
 
-def _copy_photos(clothing_dir: Path, target: Path, label: str, count: int, *, offset: int = 0) -> list[Path]:
+def _copy_photos(clothing_dir: Path, target: Path, label: str, count: int, *, offset: int = 0, split: str = "train") -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
-    photos = sorted((clothing_dir / "train" / label).glob("*.jpg"))[offset : offset + count]
+    photos = sorted((clothing_dir / split / label).glob("*.jpg"))[offset : offset + count]
     return [Path(shutil.copy(photo, target / photo.name)) for photo in photos]
 
 
@@ -88,19 +88,32 @@ def test_clothing_folder_imports_every_photo_once(dataset, cache, clothing_dir):
     assert loaded.num_rows == 372 and Counter(loaded["label"]) == expected
 
 
-def test_clothing_root_one_split_with_a_limit(dataset, cache, clothing_dir):
-    """The root folder (train/validation/test inside) with split="validation" and limit=40: 40 of
-    its photos, the same 40 on a second run (so all duplicates), none from the other splits."""
-    report = import_dataset(dataset, clothing_dir, split="validation", limit=40, cache_dir=cache, progress=False)
+def _small_clothing_root(clothing_dir: Path, target: Path, per_split: dict[str, int]) -> Path:
+    """clothing-small's layout (split folders, its 10 label folders in each) with the first N real
+    photos of each label: `datasets` builds every split of a root it is given, so the whole root
+    (3,781 photos) would cost seconds that the split and limit logic does not need."""
+    for split, count in per_split.items():
+        for folder in sorted(p for p in (clothing_dir / split).iterdir() if p.is_dir()):
+            _copy_photos(clothing_dir, target / split / folder.name, folder.name, count, split=split)
+    return target
+
+
+def test_clothing_root_one_split_with_a_limit(dataset, cache, clothing_dir, tmp_path):
+    """A root folder like clothing-small's (train/validation/test inside; here 3 / 8 / 3 real photos
+    per label) with split="validation" and limit=40: 40 of its 80 validation photos, the same 40 on a
+    second run (so all duplicates), none from the other splits."""
+    root = _small_clothing_root(clothing_dir, tmp_path / "clothing", {"train": 3, "validation": 8, "test": 3})
+    report = import_dataset(dataset, root, split="validation", limit=40, cache_dir=cache, progress=False)
 
     assert report.splits == ("validation",) and (report.total, report.added, report.rejected) == (40, 40, 0)
     stored = _stored(dataset)
-    validation = _photos(clothing_dir / "validation")
+    validation = _photos(root / "validation")
+    assert len(validation) == 80 and not set(validation) & (set(_photos(root / "train")) | set(_photos(root / "test")))
     assert len(stored) == 40 and all(validation.get(sha) == label for sha, label in stored.items())
     assert len(report.labels) > 3  # a sample across the split, not the first label folder
     assert any("limit 40" in note for note in report.notes)
 
-    again = import_dataset(dataset, clothing_dir, split="validation", limit=40, cache_dir=cache, progress=False)
+    again = import_dataset(dataset, root, split="validation", limit=40, cache_dir=cache, progress=False)
     assert (again.added, again.duplicates) == (0, 40)
 
 

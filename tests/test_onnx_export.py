@@ -4,10 +4,7 @@ disagree, an int8 variant kept by the half-point rule, the `classifr export` com
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,8 @@ from classifr.inference.onnx_export import (
     sample_verification_images,
     verified_onnx_path,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import TEST_ONNX_VERIFY_IMAGES
+from tests.test_cli import config_only_home, run_cli
 
 CONTRACT_KEYS = {"format", "file", "verified", "reason", "opset", "input", "outputs", "images", "max_abs_diff",
                  "top1_agreement", "exporter", "seconds", "int8"}
@@ -54,12 +52,21 @@ def _pixels(classifier, paths) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def v1_export(default_classifier, clothing_dir, tmp_path_factory):
-    """v1 exported as the bootstrap does (200 sample-photo inputs), plus an int8 check on 100 clothing photos
-    labelled with v1's own top-1 (so float32 scores 100% and int8 shows what quantization costs)."""
-    folder = tmp_path_factory.mktemp("v1-onnx")
+def clothing_top1(default_classifier, clothing_dir):
+    """100 real photos (the first 10 of each of the 10 clothing classes), decoded, and v1's served top-1
+    of each: predicted once for the int8 check and the ONNX Runtime comparison."""
     photos = _clothing_photos(clothing_dir, 10)[:100]
-    labels = [p[0].label for p in default_classifier.predict(_decoded(default_classifier, photos), top_k=1)]
+    images = _decoded(default_classifier, photos)
+    return photos, images, [p[0].label for p in default_classifier.predict(images, top_k=1)]
+
+
+@pytest.fixture(scope="module")
+def v1_export(default_classifier, clothing_top1, tmp_path_factory):
+    """v1 exported as the bootstrap does with its production setting (200 sample-photo inputs: the one
+    place the tests verify on all 200), plus an int8 check on the 100 clothing photos labelled with v1's
+    own top-1 (so float32 scores 100% and int8 shows what quantization costs). Exported once for the module."""
+    folder = tmp_path_factory.mktemp("v1-onnx")
+    photos, _, labels = clothing_top1
     export = export_onnx(default_classifier, folder, sample_verification_images(), eval_set=(photos, labels))
     return folder, export
 
@@ -101,17 +108,18 @@ def test_v1_graph_has_dynamic_batch_and_both_outputs(v1_export):
 
 
 @pytest.mark.slow
-def test_v1_onnxruntime_gives_the_served_top1_and_features_on_real_photos(v1_export, default_classifier, clothing_dir):
+def test_v1_onnxruntime_gives_the_served_top1_and_features_on_real_photos(v1_export, default_classifier, clothing_top1, clothing_dir):
     folder, _ = v1_export
-    photos = _clothing_photos(clothing_dir, 5)  # 50 photos, 5 of each of 10 classes
+    chosen = set(_clothing_photos(clothing_dir, 5))  # 50 photos, 5 of each of 10 classes, with v1's predict() top-1
+    photos, images, served = zip(*(row for row in zip(*clothing_top1) if row[0] in chosen))
+    images, served = list(images), list(served)
     assert len(photos) == 50
     session = _session(folder / ONNX_FILE)
-    pixels = _pixels(default_classifier, photos)
+    pixels = np.ascontiguousarray(default_classifier.preprocess(images).numpy())
     logits, features = session.run(["logits", "features"], {"pixel_values": pixels})
-    served = default_classifier.predict(_decoded(default_classifier, photos), top_k=1)
     names = default_classifier.labels.names
-    assert [names[i] for i in logits.argmax(-1)] == [p[0].label for p in served]
-    torch_features, torch_logits = default_classifier.features_and_logits(_decoded(default_classifier, photos))
+    assert [names[i] for i in logits.argmax(-1)] == served
+    torch_features, torch_logits = default_classifier.features_and_logits(images)
     assert features.shape == (50, 1280)
     assert np.abs(features - torch_features.numpy()).max() <= 1e-3
     assert np.abs(logits - torch_logits.numpy()).max() <= 1e-4
@@ -154,6 +162,7 @@ def test_tiny_vit_and_convnext_export_and_verify(folder_fixture, request, tmp_pa
     assert np.abs(features - torch_features.numpy()).max() <= 1e-3
 
 
+@pytest.mark.slow  # the dynamo exporter traces the model: seconds even for a tiny one
 def test_dynamo_exporter_is_the_fallback(tiny_convnext_dir, tmp_path, monkeypatch):
     """A torch without the TorchScript exporter: the dynamo exporter writes an equally verified graph."""
     import torch
@@ -386,25 +395,22 @@ def test_bootstrap_publishes_v1_even_when_the_export_fails(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_bootstrapped_v1_has_a_verified_export(project_home):
+    """The session's v1 is bootstrapped with TEST_ONNX_VERIFY_IMAGES verification photos (tests/conftest.py;
+    200 in production, checked on v1_export above)."""
     folder = project_home / "registry" / "versions" / "v1"
     export = read_export(folder)
     assert export is not None and export.verified, export
-    assert export.images == 200 and export.max_abs_diff <= 1e-4 and export.int8 is None
+    assert export.images == TEST_ONNX_VERIFY_IMAGES and export.max_abs_diff <= 1e-4 and export.int8 is None
     assert "**ONNX:** verified (max |Δlogit|" in (folder / "README.md").read_text()
 
 
-# --- the command line --------------------------------------------------------------------------------
-
-
-def run_cli(home, *args, cwd=REPO_ROOT):
-    env = {**os.environ, "CLASSIFR_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "classifr", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+# --- the command line (classifr.cli.main in this process: tests/test_cli.py) --------------------------
 
 
 @pytest.mark.slow
-def test_cli_export_v1_gives_the_served_top1(project_home, default_classifier, sandal_photo, tmp_path):
+def test_cli_export_v1_gives_the_served_top1(fresh_home, default_classifier, sandal_photo, tmp_path):
     out = tmp_path / "X.onnx"
-    done = run_cli(project_home, "export", "v1", "--format", "onnx", "--out", str(out), "--json")
+    done = run_cli(fresh_home, "export", "v1", "--format", "onnx", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["out"] == str(out) and summary["verified"] is True and summary["source"] == "registry"
@@ -412,30 +418,32 @@ def test_cli_export_v1_gives_the_served_top1(project_home, default_classifier, s
     logits, _ = _session(out).run(None, {"pixel_values": _pixels(default_classifier, [sandal_photo])})
     assert default_classifier.labels.names[int(logits.argmax())] == "sandal"
 
-    text = run_cli(project_home, "export", "production", cwd=tmp_path)  # default --out: ./v1.onnx
+    text = run_cli(fresh_home, "export", "production", cwd=tmp_path)  # default --out: ./v1.onnx
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("wrote v1.onnx (v1, registry): max |logit difference|")
     assert (tmp_path / "v1.onnx").read_bytes() == out.read_bytes()
 
 
-@pytest.mark.slow
-def test_cli_export_bad_version_and_bad_format(project_home, tmp_path):
-    done = run_cli(project_home, "export", "v9", "--out", str(tmp_path / "a.onnx"))
+def test_cli_export_bad_version_and_bad_format(tmp_path):
+    """Refused before any model is loaded, so a registry whose v1 is only a config.json will do."""
+    home = config_only_home(tmp_path / "home")
+    done = run_cli(home, "export", "v9", "--out", tmp_path / "a.onnx")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "v9" in done.stderr
     assert not (tmp_path / "a.onnx").exists()
-    bad = run_cli(project_home, "export", "v1", "--format", "tflite")
+    bad = run_cli(home, "export", "v1", "--format", "tflite")  # argparse: SystemExit(2)
     assert bad.returncode == 2 and "invalid choice: 'tflite'" in bad.stderr
-    nowhere = run_cli(project_home, "export", "v1", "--out", str(tmp_path / "no" / "such" / "x.onnx"))
+    nowhere = run_cli(home, "export", "v1", "--out", tmp_path / "no" / "such" / "x.onnx")
     assert nowhere.returncode == 2 and "--out" in nowhere.stderr
 
 
+@pytest.mark.slow  # verified on the 200 sample photos, as the command does
 def test_cli_exports_an_older_version_now(tiny_vit_dir, tmp_path):
     """A version published before ONNX exports: exported and verified on the sample photos, the registry untouched."""
     home = tmp_path / "home"
     _registry_with_v1(home / "registry", tiny_vit_dir)
     before = sorted(p.name for p in (home / "registry" / "versions" / "v1").iterdir())
-    done = run_cli(home, "export", "v1", "--out", str(tmp_path / "tiny.onnx"), "--json")
+    done = run_cli(home, "export", "v1", "--out", tmp_path / "tiny.onnx", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["source"] == "exported now" and summary["verified"] and summary["images"] == 200
@@ -450,10 +458,10 @@ def test_cli_exports_an_older_version_now(tiny_vit_dir, tmp_path):
 def test_model_tab_offers_the_verified_graph_as_version_onnx(project_home, default_classifier, tiny_vit_dir, tmp_path):
     import gradio as gr
 
-    from classifr.core.config import Settings
-    from classifr.versions.registry import LocalRegistry
     from classifr.app.service import ClassifrService
+    from classifr.core.config import Settings
     from classifr.ui.model import OnnxDownloads, build_model_tab
+    from classifr.versions.registry import LocalRegistry
 
     root = tmp_path / "registry"
     shutil.copytree(project_home / "registry", root)

@@ -11,6 +11,7 @@ import pytest
 
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
+from classifr.app.project import open_service
 from classifr.app.service import ClassifrService
 
 
@@ -31,7 +32,7 @@ def _publish_copy_of_v1(service: ClassifrService) -> str:
 
 
 def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clothing_dir):
-    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
         photos = _photos(clothing_dir, 5)
         results = service.predict_batch([*photos, fresh_home / "missing.jpg"], origin="api")
@@ -59,7 +60,7 @@ def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clo
 def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_photo, default_classifier):
     from classifr.core.images import read_image
 
-    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
         result = service.predict(sandal_photo)
         service.prediction_log.flush()
@@ -73,7 +74,7 @@ def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_ph
 
 
 def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, clothing_dir):
-    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
         first, second = service.predict_batch(_photos(clothing_dir, 2), origin="ui")
         service.record_feedback(_photos(clothing_dir, 1)[0], "hat", prediction=first.to_json())
@@ -92,7 +93,7 @@ def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, c
 
 
 def test_the_canary_serves_its_share_with_the_candidate_and_promoting_reuses_it(own_home, clothing_dir):
-    service = ClassifrService.create(Settings(home=own_home, num_threads=2))
+    service = open_service(Settings(home=own_home, num_threads=2))
     try:
         candidate = _publish_copy_of_v1(service)
         service.set_canary_share(1.0)
@@ -115,7 +116,7 @@ def test_the_canary_serves_its_share_with_the_candidate_and_promoting_reuses_it(
 
 
 def test_a_bad_canary_share_is_refused(fresh_home):
-    service = ClassifrService.create(Settings(home=fresh_home, num_threads=2))
+    service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
         for bad in (-0.1, 1.5, float("nan"), "half"):
             with pytest.raises(ClassifrError, match="between 0 and 1"):
@@ -126,7 +127,7 @@ def test_a_bad_canary_share_is_refused(fresh_home):
 
 
 def test_the_log_can_be_switched_off(fresh_home, sandal_photo):
-    service = ClassifrService.create(replace(Settings(home=fresh_home, num_threads=2), prediction_log=False))
+    service = open_service(replace(Settings(home=fresh_home, num_threads=2), prediction_log=False))
     try:
         assert service.predict(sandal_photo).predictions[0].label == "sandal"
         assert service.prediction_log is None
@@ -136,7 +137,7 @@ def test_the_log_can_be_switched_off(fresh_home, sandal_photo):
 
 
 def test_images_are_not_kept_when_image_storage_is_off(fresh_home, sandal_photo):
-    service = ClassifrService.create(replace(Settings(home=fresh_home, num_threads=2), store_images=False))
+    service = open_service(replace(Settings(home=fresh_home, num_threads=2), store_images=False))
     try:
         result = service.predict(sandal_photo)
         service.prediction_log.flush()

@@ -8,6 +8,7 @@ import pytest
 
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
+from classifr.app.project import open_service
 from classifr.app.service import ClassifrService, feedback_from
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def service(fresh_home) -> ClassifrService:
-    return ClassifrService.create(Settings.from_env({"CLASSIFR_HOME": str(fresh_home)}))
+    return open_service(Settings.from_env({"CLASSIFR_HOME": str(fresh_home)}))
 
 
 def _rows(service):
@@ -71,7 +72,7 @@ def test_with_a_dataset_repo_every_correction_reaches_the_hub(fresh_home, sandal
     settings = Settings.from_env(
         {"CLASSIFR_HOME": str(fresh_home), "CLASSIFR_DATASET_REPO": "team/classifr-data", "HF_TOKEN": "hf_x"}
     )
-    service = ClassifrService.create(settings, hf_api=hub)
+    service = open_service(settings, hf_api=hub)
     try:
         result = service.record_feedback(sandal_photo, "flip-flop", contributor="ada")
     finally:
@@ -89,7 +90,7 @@ def test_the_teach_tab_reports_the_sync(fresh_home):
     from classifr.ui.teach import sync_status
     from tests.fake_hub import FakeHfApi
 
-    local = ClassifrService.create(Settings.from_env({"CLASSIFR_HOME": str(fresh_home)}))
+    local = open_service(Settings.from_env({"CLASSIFR_HOME": str(fresh_home)}))
     assert "kept locally" in sync_status(local)
     hub = FakeHfApi()
 
@@ -99,7 +100,7 @@ def test_the_teach_tab_reports_the_sync(fresh_home):
     settings = Settings.from_env(
         {"CLASSIFR_HOME": str(fresh_home), "CLASSIFR_DATASET_REPO": "team/data", "HF_TOKEN": "hf_x"}
     )
-    service = ClassifrService.create(settings, hf_api=hub)
+    service = open_service(settings, hf_api=hub)
     try:
         hub.before["create_commit"] = refuse
         service.dataset.create_category("beanie")

@@ -1,6 +1,6 @@
 """The head strategy: a new classifier layer trained on frozen-backbone features.
 
-Two cases (see the retrain issue and DESIGN.md "Facts"):
+Two cases (see docs/retraining.md):
 
 * **New head** (`--new-head`): a fresh linear layer over the labels present in the data, i.e. a
   multinomial logistic regression with L2, solved with L-BFGS (convex: deterministic and fast).
