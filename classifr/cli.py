@@ -192,12 +192,16 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"classifr: error: the folder of --out does not exist: {str(out.parent)!r}", file=sys.stderr)
         return EXIT_USAGE
     service = _open_service(settings)
-    if args.method == "layers":
-        result = service.explain_layers(args.image)
-    else:
-        result = service.explain(
-            args.image, method=args.method, target=args.target, view=args.view, steps=args.steps, baseline=args.baseline
-        )
+    try:
+        if args.method == "layers":
+            result = service.explain_layers(args.image)
+        else:
+            result = service.explain(
+                args.image, method=args.method, target=args.target, view=args.view, steps=args.steps,
+                baseline=args.baseline,
+            )
+    finally:
+        service.close()  # stops the prediction log's writer and the dataset sync, as predict does
     if out.suffix.lower() == ".png":
         # Compression level 1: a 12-megapixel overlay writes in a fraction of a second, not seconds.
         result.picture.save(out, compress_level=1)

@@ -18,6 +18,11 @@ CLOTHING = SHARED_DATASETS / "clothing-small"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# One PyTorch (OpenMP) thread in the test process and the apps and scripts it starts: on 2 shared
+# cores two threads wait on each other whenever another process holds a core (one learning test
+# took 14-47 s with two threads, 2.6 s with one; docs/testing.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("CLASSIFR_NUM_THREADS", "1")
 # v1's ONNX export is checked on 16 sample photos instead of 200 wherever the tests build it through
 # Settings (the app and CLI subprocesses too); tests/test_onnx_export.py checks the full 200.
 TEST_ONNX_VERIFY_IMAGES = 16
@@ -167,7 +172,7 @@ def running_app(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("app-home")
     port = _free_port()
     log = home / "app.log"
-    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "CLASSIFR_NUM_THREADS": "2"}
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port)}
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -30,7 +30,7 @@ def maintainer_app(tmp_path_factory, project_home, clothing_dir):
         photos = sorted((clothing_dir / "train" / label).glob("*.jpg"))[:25]
         dataset.add_many([Example(p, label) for p in photos], source="import")
     settings = Settings.from_env({
-        "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(_free_port()), "CLASSIFR_NUM_THREADS": "2",
+        "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(_free_port()), "CLASSIFR_NUM_THREADS": os.environ["CLASSIFR_NUM_THREADS"],
         "CLASSIFR_ADMIN_PASSWORD": PASSWORD, "CLASSIFR_ONNX_VERIFY_IMAGES": os.environ["CLASSIFR_ONNX_VERIFY_IMAGES"],
     })
     demo = serve(settings, block=False)

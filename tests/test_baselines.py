@@ -42,6 +42,8 @@ MIN_ACCURACY = 0.5  # chance is 1/3; measured 60-68% (see the module docstring)
 FAST_CNN = dict(batch_size=8, size=32)
 
 
+
+
 def _photos(split: str, count: int, offset: int = 0) -> tuple[list[Path], np.ndarray]:
     """`count` photos per class after `offset` (sorted by name), and their class ids."""
     paths = [

@@ -39,7 +39,10 @@ def _v1_files(folder: Path, v1: Path) -> None:
 @pytest.fixture(scope="module")
 def registry(project_home: Path, default_classifier, tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
     """v1 (the real default), v2 published by training.publish, v3 as published before the Model tab
-    (metrics.json without the new keys), v4 with a corrupt metrics.json and no weights."""
+    (metrics.json without the new keys), v4 with a corrupt metrics.json and no weights.
+
+    v2 is published without its ONNX copy (`onnx=False`): the card does not show it, and exporting and
+    verifying a 1,003-label Lite0 is most of this module's time (tests/test_onnx_export.py covers it)."""
     from training.embeddings import classifier_head
     from training.publish import VersionFiles, publish
     from training.versions import with_head
@@ -69,7 +72,7 @@ def registry(project_home: Path, default_classifier, tmp_path_factory: pytest.Te
             "someone/street-photos": {"fingerprint": "fedcba9876543210", "images": 7, "by_source": {"import": 7}},
             "/data/local photos": {"fingerprint": "00ff00ff00ff00ff", "images": 3, "by_source": {"import": 3}},
         },
-        train_counts=TRAIN_COUNTS, confusion_png=png,
+        train_counts=TRAIN_COUNTS, confusion_png=png, onnx=False,
     )
     publish(registry, files, metadata={"strategy": "head", "labels_added": ["hat", "<script>", "a|b"],
                                        "accuracy": 0.875, "macro_f1": 0.8, "gate_passed": False})
@@ -272,6 +275,7 @@ def test_markdown_escapes_labels_and_dataset_names():
 # --- the tab ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_tab_serves_the_card_under_its_api_name(registry: LocalRegistry, default_classifier, tmp_path: Path):
     import gradio as gr
 

@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("hat", "pants", "shoes")
 
 
+
+
 def _imagefolder(clothing_dir: Path, folder: Path, classes=CLASSES, per_class: int = 30, split: str = "train") -> Path:
     """A small imagefolder of real photos in the temp dir (the shared data stays read-only)."""
     for label in classes:
@@ -220,6 +222,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_lists_the_quick_grid(tmp_path):
     done = _cli("--quick", "--list", home=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -19,6 +19,8 @@ from training.head import train_extended_head, train_new_head
 from training.versions import plan_labels, with_head
 
 
+
+
 def test_plan_labels_keeps_parent_ids_and_appends_new_ones():
     parent = LabelSet(("cat", "dog"))
     labels, added = plan_labels(parent, ["Dog", "fox", "ant"], new_head=False)
@@ -66,7 +68,7 @@ def test_bad_training_input_is_named():
         train_new_head(np.zeros((3, 4), np.float32), np.array([0, 1, 2]), 2)
 
 
-@pytest.mark.parametrize("folder_fixture", ["default_model_dir", "tiny_vit_dir"])
+@pytest.mark.parametrize("folder_fixture", [pytest.param("default_model_dir", marks=pytest.mark.slow), "tiny_vit_dir"])
 def test_a_new_head_saves_and_reloads_with_its_labels(folder_fixture, request, tmp_path):
     """timm wrapper (labels saved as label_names) and a Transformers ViT (id2label) alike."""
     from transformers import AutoImageProcessor
@@ -86,13 +88,57 @@ def test_a_new_head_saves_and_reloads_with_its_labels(folder_fixture, request, t
 
 
 # --- the real script, end to end --------------------------------------------------------------------
+# `training.train.main` and `training.evaluation.main` (what `classifr train` / `classifr evaluate` start)
+# run in this process where the command line is not the point: a subprocess pays ~8-10 s of torch
+# imports before any work. The scenario runs each command once for real (`python -m classifr ...`).
 
 
-def _train(home, *args):
-    env = {**os.environ, "CLASSIFR_HOME": str(home), "CLASSIFR_NUM_THREADS": "2"}
+@pytest.fixture
+def script_env(monkeypatch):
+    """Point the scripts' Settings at a home (CLASSIFR_HOME, one thread) and undo what their main() sets
+    process-wide (torch threads, transformers logging) when the test ends."""
+    from transformers.utils import logging as transformers_logging
+
+    threads = torch.get_num_threads()
+    verbosity = transformers_logging.get_verbosity()
+    progress = transformers_logging.is_progress_bar_enabled()
+
+    def use(home):
+        monkeypatch.setenv("CLASSIFR_HOME", str(home))
+        monkeypatch.setenv("CLASSIFR_NUM_THREADS", "1")
+        return home
+
+    yield use
+    torch.set_num_threads(threads)
+    transformers_logging.set_verbosity(verbosity)
+    if progress:
+        transformers_logging.enable_progress_bar()
+
+
+def _cli(home, *args, timeout=600):
+    """`python -m classifr ARGS` as a user runs it (which starts the training script's own process)."""
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "CLASSIFR_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "classifr", "train", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "classifr", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _photos(folder, label, *, train: int, test: int):
+    """The first photos of `label` (by name) that the dataset's hash split puts `train` of in the train
+    split and `test` of in the test split: a small project whose held-out part has a known size."""
+    import hashlib
+
+    from classifr.data.dataset import split_of
+
+    wanted, chosen = {"train": train, "test": test}, []
+    for path in sorted((folder / "train" / label).glob("*.jpg")):
+        split = split_of(hashlib.sha256(path.read_bytes()).hexdigest())
+        if wanted[split]:
+            wanted[split] -= 1
+            chosen.append(path)
+        if not any(wanted.values()):
+            return chosen
+    raise AssertionError(f"not enough {label} photos for {train} train and {test} test")
 
 
 def _add(home, paths, label):
@@ -102,29 +148,40 @@ def _add(home, paths, label):
 
     results = ProjectDataset(home / "dataset").add_many([Example(p, label) for p in paths], source="upload")
     assert [r.status for r in results] == ["added"] * len(paths)
+    return [r.split for r in results]
+
+
+def _own_home(project_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(project_home / "registry", home / "registry")
+    return home
 
 
 @pytest.mark.slow
-def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothing_dir, tmp_path):
-    """8 clothing classes on a new head (promoted), then hat and shoes added: v3 from v2, 10 labels."""
-    home = tmp_path / "home"
-    shutil.copytree(project_home / "registry", home / "registry")
+def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothing_dir, tmp_path, script_env, capfd):
+    """8 clothing classes on a new head (promoted), then hat and shoes added: v3 from v2, 10 labels.
+    10 train and 4 held-out photos per class. The second run is the real `classifr train` command (exit
+    status 0, JSON on stdout), and a failing `classifr evaluate` the real command too (exit status 1)."""
+    from training.evaluation import main as evaluate_main
+    from training.train import main as train_main
+
+    home = script_env(_own_home(project_home, tmp_path))
     classes = sorted(p.name for p in (clothing_dir / "train").iterdir())
     old = [c for c in classes if c not in ("hat", "shoes")]
     for label in old:
-        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:30], label)
-    first = _train(home, "--strategy", "head", "--new-head", "--promote", "always", "--json", "--quiet")
-    assert first.returncode == 0, first.stderr
-    v2 = json.loads(first.stdout)
+        assert sorted(_add(home, _photos(clothing_dir, label, train=10, test=4), label)) == ["test"] * 4 + ["train"] * 10
+    assert train_main(["--strategy", "head", "--new-head", "--promote", "always", "--json", "--quiet"]) == 0
+    v2 = json.loads(capfd.readouterr().out)
     assert v2["version"] == "v2" and v2["parent"] == "v1" and v2["promoted"] is True
-    assert sorted(v2["labels_added"]) == old and v2["metrics"]["accuracy"] > 0.6
+    assert sorted(v2["labels_added"]) == old and v2["metrics"]["num_images"] == 32 and v2["metrics"]["accuracy"] > 0.6
     for label in ("hat", "shoes"):
-        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:30], label)
-    second = _train(home, "--strategy", "head", "--json", "--quiet")
+        _add(home, _photos(clothing_dir, label, train=10, test=4), label)
+    second = _cli(home, "train", "--strategy", "head", "--json", "--quiet")
     assert second.returncode == 0, second.stderr
-    v3 = json.loads(second.stdout)
+    v3 = json.loads(second.stdout)  # stdout is the JSON alone
     assert v3["version"] == "v3" and v3["parent"] == "v2" and sorted(v3["labels_added"]) == ["hat", "shoes"]
     assert {"accuracy", "macro_f1"} <= v3["metrics"].keys() and v3["metrics"]["accuracy"] > 0.6
+    assert v3["metrics"]["num_images"] == 40
     folder = home / "registry" / "versions" / "v3"
     assert (folder / "metrics.json").is_file() and (folder / "confusion_matrix.png").is_file()
     card = (folder / "README.md").read_text()
@@ -132,13 +189,14 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     from classifr.core.labels import checkpoint_labels
 
     assert list(checkpoint_labels(folder)) == old + ["hat", "shoes"]  # v2's ids kept, new ones appended
-    env = {**os.environ, "CLASSIFR_HOME": str(home)}
-    evaluated = subprocess.run([sys.executable, "-m", "classifr", "evaluate", "v3", "--against", "v2", "--json"],
-                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert evaluated.returncode == 0, evaluated.stderr
-    report = json.loads(evaluated.stdout)  # the served path agrees with training's cached-feature numbers
+    assert evaluate_main(["v3", "--against", "v2", "--json"]) == 0
+    report = json.loads(capfd.readouterr().out)  # the served path agrees with training's cached-feature numbers
     assert (report["version"], report["against"]) == ("v3", "v2")
     assert report["metrics"]["accuracy"] == pytest.approx(v3["metrics"]["accuracy"], abs=0.05)
+    # The real `classifr evaluate` command line: a failure is exit status 1 and one line on stderr.
+    missing = _cli(home, "evaluate", "v9", "--json", timeout=300)
+    assert missing.returncode == 1 and missing.stdout == "" and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("classifr: error: unknown model version 'v9'") and missing.stderr.count("\n") == 1
     from training.tracking import list_runs
 
     runs = list_runs(home / "tracking")  # both runs are in the experiment tracker, comparable
@@ -147,29 +205,55 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     assert runs[1]["config"]["new_head"] is False and runs[0]["config"]["new_head"] is True
 
 
-@pytest.mark.slow
-def test_train_errors_are_one_line(fresh_home):
-    done = _train(fresh_home, "--strategy", "head", "--json")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "no image in the train split" in done.stderr
+def test_train_errors_are_one_line(fresh_home, script_env, capfd):
+    from training.train import main as train_main
+
+    script_env(fresh_home)
+    assert train_main(["--strategy", "head", "--json"]) == 1
+    captured = capfd.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    [error] = [line for line in captured.err.splitlines() if line.startswith("classifr: error:")]
+    assert "no image in the train split" in error
 
 
 @pytest.mark.slow
-def test_full_strategy_runs_through_the_script_and_tracks_each_epoch(project_home, clothing_dir, tmp_path):
-    """One epoch of full fine-tuning on 60 photos: published (not promoted), curves in the tracker."""
-    home = tmp_path / "home"
-    shutil.copytree(project_home / "registry", home / "registry")
-    for label in ("hat", "shoes", "pants"):
-        _add(home, sorted((clothing_dir / "train" / label).glob("*.jpg"))[:20], label)
-    done = _train(home, "--strategy", "full", "--new-head", "--epochs", "1", "--promote", "never", "--json", "--quiet")
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout)
-    assert outcome["strategy"] == "full" and outcome["version"] == "v2" and outcome["promoted"] is False
-    assert 0.0 <= outcome["metrics"]["accuracy"] <= 1.0
+def test_full_strategy_runs_through_the_script_and_tracks_each_epoch(project_home, clothing_dir, tmp_path, script_env, capfd):
+    """Two epochs of full fine-tuning with the script's defaults (224 px, batch 32, one step an epoch) on
+    30 photos of hat, pants and shoes: it learns, is published (not promoted), and its curves are tracked."""
+    import math
+
+    from classifr.core.labels import checkpoint_labels
+    from classifr.data.dataset import ProjectDataset
+    from classifr.inference.classifier import Classifier
+    from training.data import collect
+    from training.embeddings import classifier_head
+    from training.evaluation import top1
+    from training.train import main as train_main
     from training.tracking import list_runs
 
+    home = script_env(_own_home(project_home, tmp_path))
+    for label in ("hat", "shoes", "pants"):
+        _add(home, _photos(clothing_dir, label, train=10, test=5), label)
+    assert train_main(["--strategy", "full", "--new-head", "--epochs", "2", "--promote", "never", "--json", "--quiet"]) == 0
+    outcome = json.loads(capfd.readouterr().out)
+    assert outcome["strategy"] == "full" and outcome["version"] == "v2" and outcome["promoted"] is False
+    assert outcome["metrics"]["num_images"] == 15
+
+    # The untrained model, as the run starts it: v1's backbone under a new head at zero, same held-out photos.
+    labels = LabelSet(tuple(checkpoint_labels(home / "registry" / "versions" / "v2")))
+    parent = Classifier.load(home / "registry" / "versions" / "v1", version="v1")
+    width = classifier_head(parent.model).in_features
+    untrained = Classifier(with_head(parent.model, labels, torch.zeros(len(labels), width), torch.zeros(len(labels))),
+                           parent.preprocess, version="untrained")
+    test = collect([("project", ProjectDataset(home / "dataset"))]).test
+    untrained_accuracy = np.mean([p == s.label for p, s in zip(top1(untrained, [s.path for s in test]), test)])
+    # Measured: the untrained model 1/3 (it answers "hat" for every photo), the trained one 1.0.
+    assert outcome["metrics"]["accuracy"] >= 0.8 and outcome["metrics"]["accuracy"] >= untrained_accuracy + 0.3
+
     [run] = list_runs(home / "tracking")
-    assert run["name"] == "full-from-v1" and "train_loss" in run["metrics"] and run["last_step"] >= 1
+    assert run["name"] == "full-from-v1" and run["last_step"] >= 1 and run["metrics"]["epoch"] == 2
+    # Epoch 1's loss is that of the zero head, ln 3 exactly; epoch 2's comes after one step (measured 1.06).
+    assert run["metrics"]["train_loss"] < math.log(3) - 0.02, run["metrics"]
 
 
 def test_an_external_dataset_is_imported_once_and_a_failed_import_leaves_nothing(clothing_dir, tmp_path, monkeypatch):

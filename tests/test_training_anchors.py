@@ -18,16 +18,6 @@ from classifr.app.project import open_service
 from training.anchors import look_alikes, same_backbone_versions, traffic_anchors
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One PyTorch thread in this module: on 2 shared cores, two OpenMP threads wait on each other
-    whenever another process holds a core (measured on a CPU fine-tune: 5-18x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _publish(registry: LocalRegistry, parent: str, strategy: str) -> str:

@@ -1,9 +1,10 @@
 """The full strategy (training/full.py): fine-tuning whole models with accelerate, on CPU.
 
-Mechanics run on a tiny random ConvNeXt (fast); whether training really learns is checked on the
-real pretrained default model at a reduced input size, because a randomly initialised tiny model
-cannot reliably tell real photos apart from a few dozen examples (measured: a logistic regression
-on thumbnails of hat vs shoes reaches about 70%, the tiny ConvNeXt about the same).
+Mechanics run on a tiny random ConvNeXt (fast; there, learning shows as a falling training loss);
+whether training really learns is checked on the real pretrained default model at a reduced input
+size, because a randomly initialised tiny model cannot reliably tell real photos apart from a few
+dozen examples (measured: a logistic regression on thumbnails of hat vs shoes reaches about 70%,
+the tiny ConvNeXt about the same).
 All photos come from ../shared/datasets/clothing-small; everything written goes to tmp_path.
 """
 
@@ -24,6 +25,8 @@ from training.full import HISTORY_KEYS, FullConfig, FullResult, resolve_mixed_pr
 
 CLASSES = ("hat", "shoes", "pants")
 FAST = dict(batch_size=8, num_workers=0, learning_rate=3e-3, backbone_lr_scale=1.0)
+
+
 
 
 def _rows(classes: tuple[str, ...], count: int, offset: int = 0) -> list[tuple[Path, int]]:
@@ -54,12 +57,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
 
 @pytest.fixture(scope="module")
 def train_rows() -> list[tuple[Path, int]]:
-    return _rows(CLASSES, 24)
+    return _rows(CLASSES, 8)  # 24 photos: 3 batches of 8 per epoch
 
 
 @pytest.fixture(scope="module")
 def eval_rows() -> list[tuple[Path, int]]:
-    return _rows(CLASSES, 8, offset=24)
+    return _rows(CLASSES, 4, offset=8)
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -81,8 +84,12 @@ def test_two_epochs_train_a_copy_and_report_history(tiny, train_rows, eval_rows)
     assert seen == result.history
     for record in result.history:
         assert set(HISTORY_KEYS) <= set(record)
-        assert 0.0 <= record["eval_accuracy"] <= 1.0
+        assert 0.0 <= record["eval_accuracy"] <= 1.0  # a random tiny model stays near chance (see the docstring)
         assert record["train_loss"] > 0 and record["seconds"] > 0 and record["images_per_second"] > 0
+    # It learns: measured over seeds 0-7, the loss falls by 0.03-0.08 from epoch 1 to 2; with the
+    # learning rate at ~0 it moves by at most 0.011 (augmentation noise).
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[1] < losses[0] - 0.02, losses
     assert result.stop_reason == "completed" and result.steps == 2 * (len(train_rows) // 8)
     assert result.best_epoch in (1, 2)
     assert result.best_accuracy == result.history[result.best_epoch - 1]["eval_accuracy"]
@@ -100,35 +107,57 @@ def test_two_epochs_train_a_copy_and_report_history(tiny, train_rows, eval_rows)
     assert logits.shape == (1, len(CLASSES)) and torch.isfinite(logits).all()
 
 
+SMALL_SIZE = 96  # px: a quarter of the pixels of the served 224, still ~0.95 with a linear probe on hat vs shoes
+
+
 @pytest.fixture(scope="module")
 def small_default(default_classifier) -> tuple[torch.nn.Module, object]:
-    """The pretrained default model with a new 2-row head (hat, shoes), at 128 px to keep CPU time low."""
+    """The pretrained default model with a new 2-row head (hat, shoes) at zero, as `classifr train
+    --strategy full --new-head` starts it, at 96 px to keep CPU time low."""
     model = copy.deepcopy(default_classifier.model)
     model.timm_model.reset_classifier(2)
+    head = model.timm_model.get_classifier()
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
     model.config.id2label = {0: "hat", 1: "shoes"}
     model.config.label2id = {"hat": 0, "shoes": 1}
     model.config.num_labels = 2
     preprocess = default_classifier.preprocess
     # Same mean, std and resampling as served (from the model's config); only the size is smaller.
     crop = preprocess.input_size[0] / preprocess.resize_shortest
-    preprocess = dataclasses.replace(preprocess, input_size=(128, 128), resize_shortest=round(128 / crop))
+    preprocess = dataclasses.replace(preprocess, input_size=(SMALL_SIZE, SMALL_SIZE), resize_shortest=round(SMALL_SIZE / crop))
     return model, preprocess
+
+
+def _accuracy(model: torch.nn.Module, preprocess, rows: list[tuple[Path, int]]) -> float:
+    """Top-1 accuracy of `model` on `rows`, decoded and preprocessed as served."""
+    from classifr.core.images import read_image
+
+    pixels = preprocess([read_image(path, min_side=preprocess.min_side).image for path, _ in rows])
+    with torch.no_grad():
+        predictions = model.eval()(pixel_values=pixels).logits.argmax(-1)
+    return float((predictions == torch.tensor([label for _, label in rows])).float().mean())
 
 
 @pytest.mark.slow
 def test_fine_tuning_the_pretrained_model_learns_hat_vs_shoes(small_default):
     model, preprocess = small_default
-    train, evaluation = _rows(("hat", "shoes"), 24), _rows(("hat", "shoes"), 16, offset=24)
-    config = FullConfig(epochs=6, batch_size=8, learning_rate=3e-3, augment=False, num_workers=0, patience=6)
+    train, evaluation = _rows(("hat", "shoes"), 16), _rows(("hat", "shoes"), 16, offset=16)
+    untrained = _accuracy(model, preprocess, evaluation)  # a zero head: every photo is "hat"
+    config = FullConfig(epochs=3, batch_size=8, learning_rate=1e-3, augment=False, num_workers=0, patience=3)
 
     result = train_full(model, preprocess, train, evaluation, config=config, progress=False)
 
     losses = [h["train_loss"] for h in result.history]
-    assert len(result.history) == 6
-    # Measured over seeds 0-4: final loss at most 0.07 of the first, final accuracy 0.97-1.0.
-    assert losses[-1] < 0.25 * losses[0], losses
-    assert result.history[-1]["eval_accuracy"] >= 0.9, result.history
-    assert result.best_accuracy >= 0.9
+    assert len(result.history) == 3 and result.stop_reason == "completed"
+    # Measured over seeds 0-6: the last epoch's loss is 0.02-0.10 of the first's; on these 32 held-out
+    # photos the best epoch scores 0.94-1.0, the last one 0.84-1.0 (0.97 with seed 0), the untrained head 0.5.
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert untrained <= 0.6
+    assert result.best_accuracy >= 0.9 and result.best_accuracy >= untrained + 0.3, (untrained, result.history)
+    assert result.history[-1]["eval_accuracy"] >= 0.85, result.history
+    # The returned model is the learned one: it scores its epoch's accuracy through the served preprocessing.
+    assert _accuracy(result.model, preprocess, evaluation) == pytest.approx(result.best_accuracy, abs=1 / 32)
 
 
 @pytest.mark.slow

@@ -268,6 +268,7 @@ print(json.dumps({"runs": runs, "attempts": attempts, "accelerator_state": dict(
 """
 
 
+@pytest.mark.slow
 def test_a_first_run_in_a_fresh_process_stays_in_its_folder(tmp_path: Path):
     """What trackio touches when imported and used for the first time: only the tracking folder."""
     folders = {name: tmp_path / name for name in ("home", "hf-home", "xdg-cache", "cwd", "tracking")}

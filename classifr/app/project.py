@@ -72,6 +72,7 @@ def open_service(
     hf_api: Any = None,
     default_version: DefaultVersion | None = None,
     load_in_background: bool = False,
+    configure_runtime: bool = False,
 ) -> ClassifrService:
     """Open the whole project: the registry (v1 built when empty) and its production model, or
     CLASSIFR_MODEL; the project dataset and its Hub sync when CLASSIFR_DATASET_REPO is set; the
@@ -80,6 +81,8 @@ def open_service(
     `default_version`: what an empty registry gets as v1 (default: the embedded EfficientNet-Lite0).
     `load_in_background`: return before the serving model is loaded (the app's start-up); its
     predictions wait for the load and `service.health()` says "loading" until then.
+    `configure_runtime`: set the process-wide torch threads and logging first (entry points only:
+    the app; the CLI does it itself).
     """
     from classifr.app.service import ClassifrService
     from classifr.core.images import ImageLimits
@@ -96,10 +99,11 @@ def open_service(
         folder = registry.local_path(version)
 
     def load():
-        from classifr.inference.classifier import configure_runtime
+        from classifr.inference import classifier
         from classifr.inference.onnx_backend import load_classifier
 
-        configure_runtime(settings.num_threads)
+        if configure_runtime:
+            classifier.configure_runtime(settings.num_threads)
         return load_classifier(
             folder, version=version, revision=settings.model_revision if settings.model else None,
             backend=settings.backend, num_threads=settings.num_threads,

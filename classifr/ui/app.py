@@ -63,7 +63,7 @@ def serve(settings: Settings, *, block: bool = True) -> gr.Blocks:
     """Build the services once, then the UI, and launch; `block=False` returns the running app."""
     started = time.perf_counter()
     # The page answers while the model loads in the background (docs/speed.md, "Start-up").
-    service = open_service(settings, load_in_background=True)
+    service = open_service(settings, load_in_background=True, configure_runtime=True)
     # Local registry: a file read every 5 s; Hub registry: one small download a minute.
     service.follow_production(60.0 if settings.registry_repo else 5.0)
     demo = build_app(service)
