@@ -134,6 +134,7 @@ def test_pixel_features_reject_no_paths():
 
 
 @pytest.mark.parametrize("kind", CLASSIC_KINDS)
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_classic_models_beat_chance(kind, classic, pixels, held_out):
     predictions = predict_classic(classic[kind], pixels["eval"])
     assert predictions.shape == (len(held_out[1]),)
@@ -199,6 +200,7 @@ def scratch(train_set, cnn_eval):
     return result, seen
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_small_cnn_trains(scratch):
     result, seen = scratch
     history = result.history
@@ -246,6 +248,7 @@ def _first_loss(train_set, cnn_eval, **overrides) -> float:
     return result.history[0]["train_loss"]
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_same_seed_same_loss(train_set, cnn_eval):
     first = _first_loss(train_set, cnn_eval, seed=3)
     assert _first_loss(train_set, cnn_eval, seed=3) == pytest.approx(first, rel=1e-5)

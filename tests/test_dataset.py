@@ -252,6 +252,7 @@ ProjectDataset(Path(root)).add_many([Example(Path(p), Path(p).parent.name) for p
 """
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_a_writer_killed_mid_import_leaves_only_complete_rows_with_their_images(dataset, photos):
     """SIGKILL a process while it imports; every row left points at a complete, readable image."""
     process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(dataset.root), *map(str, photos[:1500])], cwd=REPO_ROOT)
@@ -270,6 +271,7 @@ def test_a_writer_killed_mid_import_leaves_only_complete_rows_with_their_images(
     assert len(_lines(survivor)) == len(rows) + 1
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_load_dataset_reads_the_folder_back_with_the_same_counts(dataset, photos, tmp_path):
     import datasets
 

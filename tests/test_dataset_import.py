@@ -98,6 +98,7 @@ def _small_clothing_root(clothing_dir: Path, target: Path, per_split: dict[str, 
     return target
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_clothing_root_one_split_with_a_limit(dataset, cache, clothing_dir, tmp_path):
     """A root folder like clothing-small's (train/validation/test inside; here 3 / 8 / 3 real photos
     per label) with split="validation" and limit=40: 40 of its 80 validation photos, the same 40 on a
@@ -117,6 +118,7 @@ def test_clothing_root_one_split_with_a_limit(dataset, cache, clothing_dir, tmp_
     assert (again.added, again.duplicates) == (0, 40)
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_an_unknown_split_names_the_ones_there(dataset, cache):
     """split="validation" on the CIFAR-10 folder, which has train and test: one error naming both."""
     with pytest.raises(ClassifrError, match=r"no split 'validation'; its splits are train, test$"):
@@ -145,6 +147,7 @@ def test_a_project_dataset_folder_with_metadata_jsonl_imports_with_its_labels(da
 # --- Parquet -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_cifar10_parquet_folder_with_a_limit_keeps_the_original_bytes(dataset, cache):
     """The CIFAR-10 folder (train.parquet, test.parquet; an Image struct column `img` and a
     ClassLabel `label`), test split, limit=200: ids become names and the stored files are the

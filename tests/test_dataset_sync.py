@@ -270,6 +270,7 @@ def test_every_minutes_is_checked(dataset, fake, start, every):
 # --- locking and stopping --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_dataset_writes_wait_for_the_scheduler_lock(dataset, start, photos):
     sync = start(dataset)
     sync.push_now()
@@ -285,6 +286,7 @@ def test_dataset_writes_wait_for_the_scheduler_lock(dataset, start, photos):
     assert not writer.is_alive() and len(dataset.rows()) == rows_before + 1
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_stop_pushes_pending_files_once_and_leaves_nothing_behind(dataset, fake, photos):
     threads_before = set(threading.enumerate())
     sync = DatasetSync.start(dataset, repo_id=REPO, token=None, every_minutes=60, license="cc-by-4.0", hf_api=fake)
@@ -325,6 +327,7 @@ def test_pushes_happen_on_the_interval_without_a_trigger(dataset, fake, start, p
     assert hub_files(fake)["metadata.jsonl"] == dataset.metadata_path.read_bytes()
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_stop_waits_for_a_push_in_flight_then_pushes_what_came_meanwhile(dataset, fake, photos):
     threads_before = set(threading.enumerate())
     sync = DatasetSync.start(dataset, repo_id=REPO, token=None, every_minutes=60, license="cc-by-4.0", hf_api=fake)

@@ -180,6 +180,7 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         read_image(str(tmp_path))
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_png_bomb_is_refused_from_its_header(bomb_png: Path) -> None:
     """A ~110 KB PNG whose header says 30000x30000 (900 MP): ImageTooLargeError naming both sizes.
 

@@ -51,6 +51,7 @@ def test_unknown_label_is_named():
         LabelSet(("cat",)).id_of("zebra")
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_checkpoint_labels_match_the_loaded_model(default_model_dir, tiny_vit_dir, default_classifier):
     """Read from config.json alone: timm's label_names list and a ViT's id2label."""
     from classifr.core.labels import checkpoint_labels

@@ -139,6 +139,7 @@ def _describe(cycle: list[str], graph: dict[str, dict[str, int]], modules: dict[
     )
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_classifr_modules_import_each_other_without_a_cycle():
     modules = _classifr_modules()
     assert "classifr.app.service" in modules and "classifr.cli" in modules
@@ -220,6 +221,7 @@ def _heavy_imports(modules: tuple[str, ...], heavy: tuple[str, ...]) -> dict[str
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_cli_registry_and_monitor_modules_start_without_torch():
     """`classifr --help`, argument errors, versions / promote / rollback / monitor: no torch, no gradio."""
     heavy = ("torch", "transformers", "gradio", "training", "study")

@@ -98,6 +98,7 @@ def registry(project_home: Path, default_classifier, tmp_path_factory: pytest.Te
 # --- v1: the real default model ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_v1_from_its_files_matches_the_loaded_model(project_home: Path, default_classifier, default_model_dir: Path):
     expected = sum(p.numel() for p in default_classifier.model.parameters())
     assert 4_600_000 < expected < 4_700_000  # EfficientNet-Lite0
@@ -128,6 +129,7 @@ def test_v1_from_its_files_matches_the_loaded_model(project_home: Path, default_
     assert json.loads(json.dumps(loaded.to_json()))["num_labels"] == 1000
 
 
+@pytest.mark.slow  # the real default model
 def test_v1_card_is_short_and_links_imagenet(project_home: Path):
     markdown = render_markdown(describe_version(LocalRegistry(project_home / "registry"), "v1"))
     for heading in ("Architecture", "Labels", "Datasets", "Training", "Metrics", "Lineage"):
@@ -139,6 +141,7 @@ def test_v1_card_is_short_and_links_imagenet(project_home: Path):
     assert markdown.count("\n") < 60  # 1,000 labels, yet no 1,000-row table
 
 
+@pytest.mark.slow  # the real default model
 def test_pending_labels_are_the_project_categories_the_version_does_not_know(fresh_home: Path, project_home: Path, clothing_dir: Path):
     registry = LocalRegistry(project_home / "registry")
     dataset = ProjectDataset(fresh_home / "dataset")
@@ -155,6 +158,7 @@ def test_pending_labels_are_the_project_categories_the_version_does_not_know(fre
 # --- a version published by training ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real default model
 def test_publish_writes_the_model_tab_keys_into_metrics_json(registry: LocalRegistry):
     summary = json.loads((registry.local_path("v2") / "metrics.json").read_text())
     assert {"metrics", "comparison", "gate"} <= summary.keys()  # the keys older readers use
@@ -163,6 +167,7 @@ def test_publish_writes_the_model_tab_keys_into_metrics_json(registry: LocalRegi
     assert summary["datasets"]["project"]["images"] == 42
 
 
+@pytest.mark.slow  # the real default model
 def test_child_version_shows_counts_datasets_metrics_and_lineage(registry: LocalRegistry):
     overview = describe_version(registry, "candidate", dataset_repo="me/classifr-photos")
     assert overview.version == "v2" and overview.aliases == ("candidate",)
@@ -191,6 +196,7 @@ def test_child_version_shows_counts_datasets_metrics_and_lineage(registry: Local
     assert overview.to_json()["confusion_matrix"] == "confusion_matrix.png"
 
 
+@pytest.mark.slow  # the real default model
 def test_child_card_escapes_user_text_and_keeps_tables_bounded(registry: LocalRegistry):
     markdown = render_markdown(describe_version(registry, "v2", dataset_repo="me/classifr-photos"))
     assert "<script>" not in markdown and "\\<script\\>" in markdown
@@ -203,6 +209,7 @@ def test_child_card_escapes_user_text_and_keeps_tables_bounded(registry: LocalRe
     assert "**v2** ← **v1**" in markdown and "l2=0.001" in markdown
 
 
+@pytest.mark.slow  # the real default model
 def test_version_published_before_the_model_tab_shows_what_is_known(registry: LocalRegistry):
     overview = describe_version(registry, "v3")
     assert all(row["train_images"] is None for row in overview.labels)  # no train_counts recorded
@@ -215,6 +222,7 @@ def test_version_published_before_the_model_tab_shows_what_is_known(registry: Lo
     assert "Hyperparameters: not recorded" in render_markdown(overview)
 
 
+@pytest.mark.slow  # the real default model
 def test_corrupt_metrics_and_missing_weights_leave_gaps_not_errors(registry: LocalRegistry, caplog):
     with caplog.at_level(logging.WARNING, logger="classifr.versions.overview"):
         overview = describe_version(registry, "latest")
@@ -228,6 +236,7 @@ def test_corrupt_metrics_and_missing_weights_leave_gaps_not_errors(registry: Loc
     assert "No evaluation recorded" in markdown and "Could not read everything" in markdown
 
 
+@pytest.mark.slow  # the real default model
 def test_a_lineage_with_a_missing_parent_ends_there(tmp_path: Path, default_model_dir: Path):
     registry = LocalRegistry(tmp_path / "registry")
     registry.publish(lambda folder: _v1_files(folder, default_model_dir), parent=None)
@@ -241,6 +250,7 @@ def test_a_lineage_with_a_missing_parent_ends_there(tmp_path: Path, default_mode
 # --- CLASSIFR_MODEL, rendering of odd labels --------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real default model
 def test_a_model_served_without_registry(default_classifier, default_model_dir: Path, tiny_vit_dir: Path):
     overview = describe_model(default_classifier, folder=default_model_dir)
     assert overview.lineage == [] and overview.serving and overview.parameters_from == "model"

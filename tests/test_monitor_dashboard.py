@@ -168,6 +168,7 @@ def _expected(rows: dict[str, np.ndarray], version: str, since: float | None) ->
 
 
 @pytest.mark.parametrize("window", ["all", "7d", "24h", "1h"])
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_summary_rows_have_exact_totals_per_version(seeded, window):
     log, rows = seeded
     since = window_start(window, now=NOW)

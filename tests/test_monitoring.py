@@ -48,6 +48,7 @@ def rows(path: Path, sql: str, params=()) -> list[tuple]:
 # --- writing -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_many_threads_log_and_give_feedback_without_losing_a_row(log):
     threads, per_thread = 16, 500
     to_review: queue.Queue = queue.Queue()
@@ -529,6 +530,7 @@ SINCE = 1.7e9 + 10.0 * 95_000
         ("feedback by image", None, True),
     ],
 )
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_queries_on_a_large_log_read_indexes(large_log, name, call, filtered):
     if call is None:  # the writer's lookup of the latest prediction of an image
         statements = [

@@ -144,6 +144,7 @@ def test_v1_int8_follows_the_half_point_rule(v1_export):
 
 
 @pytest.mark.parametrize("folder_fixture", ["tiny_vit_dir", "tiny_convnext_dir"])
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_tiny_vit_and_convnext_export_and_verify(folder_fixture, request, tmp_path, clothing_dir):
     from classifr.inference.classifier import Classifier
 

@@ -438,6 +438,7 @@ def _kill_when_ready(script: str, root: Path, tmp_path: Path) -> None:
         child.stderr.close()
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_local_crash_while_writing_leaves_the_registry_unchanged(tmp_path: Path):
     root = tmp_path / "registry"
     local = LocalRegistry(root)
@@ -456,6 +457,7 @@ def test_local_crash_while_writing_leaves_the_registry_unchanged(tmp_path: Path)
     assert list((root / ".staging").iterdir()) == []  # its owner is dead: cleaned up
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_local_crash_between_rename_and_alias_update_stays_consistent(tmp_path: Path):
     root = tmp_path / "registry"
     local = LocalRegistry(root)
@@ -494,6 +496,7 @@ print(registry.publish(write, parent=None, metadata={"writer": writer}).version)
 """
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_local_concurrent_publishers_get_distinct_versions(tmp_path: Path):
     root, go = tmp_path / "registry", tmp_path / "go"
     children = []

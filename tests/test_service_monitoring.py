@@ -31,6 +31,7 @@ def _publish_copy_of_v1(service: ClassifrService) -> str:
     return service.registry.publish(write, parent="v1", metadata={"strategy": "head"}, aliases=["candidate"]).version
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clothing_dir):
     service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
@@ -57,6 +58,7 @@ def test_every_prediction_is_logged_with_its_embedding_and_image(fresh_home, clo
         service.close()
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_photo, default_classifier):
     from classifr.core.images import read_image
 
@@ -73,6 +75,7 @@ def test_the_logged_embedding_is_the_one_training_computes(fresh_home, sandal_ph
         service.close()
 
 
+@pytest.mark.slow  # the real default model
 def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, clothing_dir):
     service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
@@ -92,6 +95,7 @@ def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, c
         service.close()
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_the_canary_serves_its_share_with_the_candidate_and_promoting_reuses_it(own_home, clothing_dir):
     service = open_service(Settings(home=own_home, num_threads=2))
     try:
@@ -115,6 +119,7 @@ def test_the_canary_serves_its_share_with_the_candidate_and_promoting_reuses_it(
         service.close()
 
 
+@pytest.mark.slow  # the real default model
 def test_a_bad_canary_share_is_refused(fresh_home):
     service = open_service(Settings(home=fresh_home, num_threads=2))
     try:
@@ -126,6 +131,7 @@ def test_a_bad_canary_share_is_refused(fresh_home):
         service.close()
 
 
+@pytest.mark.slow  # the real default model
 def test_the_log_can_be_switched_off(fresh_home, sandal_photo):
     service = open_service(replace(Settings(home=fresh_home, num_threads=2), prediction_log=False))
     try:
@@ -136,6 +142,7 @@ def test_the_log_can_be_switched_off(fresh_home, sandal_photo):
         service.close()
 
 
+@pytest.mark.slow  # the real default model
 def test_images_are_not_kept_when_image_storage_is_off(fresh_home, sandal_photo):
     service = open_service(replace(Settings(home=fresh_home, num_threads=2), store_images=False))
     try:

@@ -84,6 +84,7 @@ def test_unknown_preset_is_refused():
 # --------------------------------------------------------------------------- the data
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_split_is_fixed_and_caps_are_seeded(source, tmp_path):
     load = lambda seed: load_benchmark_data(str(source), tmp_path / "cache", tmp_path / "dataset", seed=seed,
                                             max_train_per_class=10, max_eval_per_class=3)
@@ -148,6 +149,7 @@ def study(source, tiny_vit_dir, clothing_dir, tmp_path_factory):
     return home, report, json.loads((report.parent / "runs.json").read_text())
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_study_trains_every_family_and_records_what_the_issue_asks(study, tiny_vit_dir):
     _, report, runs = study
     by_name = {run["name"]: run for run in runs}
@@ -177,6 +179,7 @@ def test_study_trains_every_family_and_records_what_the_issue_asks(study, tiny_v
     assert "missing-backbone" in by_name["head missing-backbone"]["error"]
 
 
+@pytest.mark.slow  # the real default model
 def test_study_writes_the_report_folder(study):
     _, report, runs = study
     folder = report.parent
@@ -191,6 +194,7 @@ def test_study_writes_the_report_folder(study):
     assert folder.parent.name == "benchmarks"  # where the app looks
 
 
+@pytest.mark.slow  # the real default model
 def test_every_run_is_in_the_tracker(study, tiny_vit_dir):
     home, _, runs = study
     tracked = {run["name"]: run for run in list_runs(tracking_folder(_settings(home)))}

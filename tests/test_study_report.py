@@ -155,6 +155,7 @@ def _table(markdown: str) -> tuple[list[str], list[list[str]]]:
 # --------------------------------------------------------------------------- files
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_writes_every_file_and_nothing_else(report):
     assert report.name == "report.md"
     assert {path.name for path in report.parent.iterdir()} == DATA_FILES | set(CHART_FILES)  # no .partial left
@@ -256,6 +257,7 @@ def test_report_has_the_recommendation_and_the_confusion_analysis(report):
 # --------------------------------------------------------------------------- rewriting a folder
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_rewrite_removes_charts_that_no_longer_have_data(report, tmp_path):
     folder = tmp_path / "again"
     shutil.copytree(report.parent, folder)  # a complete earlier report, learning curves included

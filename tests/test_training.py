@@ -205,6 +205,7 @@ def test_new_head_then_two_new_labels_the_classifr_scenario(project_home, clothi
     assert runs[1]["config"]["new_head"] is False and runs[0]["config"]["new_head"] is True
 
 
+@pytest.mark.slow  # the real default model
 def test_train_errors_are_one_line(fresh_home, script_env, capfd):
     from training.train import main as train_main
 

@@ -31,6 +31,7 @@ def _publish(registry: LocalRegistry, parent: str, strategy: str) -> str:
     return registry.publish(write, parent=parent, metadata={"strategy": strategy}).version
 
 
+@pytest.mark.slow  # the real default model
 def test_only_versions_that_share_the_parents_backbone_count(own_home):
     registry = LocalRegistry(own_home / "registry")
     v2 = _publish(registry, "v1", "head")
@@ -55,6 +56,7 @@ def test_look_alikes_of_a_new_label_are_found_per_label():
     assert not look_alikes(traffic[:0], [hats]).any() and look_alikes(traffic, [hats[:0]]).sum() == 0
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_traffic_anchors_come_from_the_log_without_new_labels_or_training_images(own_home, clothing_dir):
     settings = Settings(home=own_home, num_threads=2)
     service = open_service(settings)
@@ -72,6 +74,7 @@ def test_traffic_anchors_come_from_the_log_without_new_labels_or_training_images
     assert len(traffic_anchors(settings, registry, v2)) == 0  # v1's features are not v2's
 
 
+@pytest.mark.slow  # the real default model
 def test_no_log_gives_no_traffic_anchors(fresh_home):
     settings = Settings(home=fresh_home, num_threads=2)
     assert traffic_anchors(settings, LocalRegistry(fresh_home / "registry"), "v1").shape[0] == 0

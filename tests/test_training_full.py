@@ -74,6 +74,7 @@ def _run(tiny: Classifier, train, evaluation, **kwargs) -> FullResult:
     return train_full(tiny.model, tiny.preprocess, train, evaluation, config=config, progress=False, **kwargs)
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_two_epochs_train_a_copy_and_report_history(tiny, train_rows, eval_rows):
     before = _state(tiny.model)
     seen: list[dict] = []
@@ -177,6 +178,7 @@ def test_batchnorm_statistics_stay_pretrained_unless_asked(small_default, freeze
         FullConfig(freeze_batchnorm="yes")
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_max_steps_stops_after_one_step(tiny, train_rows, eval_rows):
     result = _run(tiny, train_rows, eval_rows, config=dict(epochs=3, max_steps=1))
 
@@ -185,6 +187,7 @@ def test_max_steps_stops_after_one_step(tiny, train_rows, eval_rows):
     assert result.best_epoch == 1
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_should_stop_cancels_after_the_first_step(tiny, train_rows, eval_rows):
     polls: list[int] = []
 
@@ -201,6 +204,7 @@ def test_should_stop_cancels_after_the_first_step(tiny, train_rows, eval_rows):
     assert set(result.model.state_dict()) == set(before)
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_cancelling_later_keeps_the_best_evaluated_epoch(tiny, train_rows, eval_rows):
     steps_per_epoch = len(train_rows) // 8
     polls: list[int] = []
@@ -215,6 +219,7 @@ def test_cancelling_later_keeps_the_best_evaluated_epoch(tiny, train_rows, eval_
     assert len(result.history) == 1 and result.best_epoch == 1
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_early_stopping_when_accuracy_cannot_improve(tiny, train_rows, eval_rows):
     # A learning rate this large turns the weights into inf/NaN at once: the predictions stop changing.
     result = _run(tiny, train_rows, eval_rows, config=dict(epochs=5, patience=1, learning_rate=1e30, warmup_ratio=0.0))
@@ -262,6 +267,7 @@ def test_auto_mixed_precision_is_off_on_cpu_and_defers_to_accelerate_launch(monk
     assert resolve_mixed_precision("auto") is None  # the launch configuration decides
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_no_tracker_writes_nothing(tiny, train_rows, eval_rows, tmp_path, monkeypatch):
     cwd, project = tmp_path / "cwd", tmp_path / "project"
     cwd.mkdir()
@@ -273,6 +279,7 @@ def test_no_tracker_writes_nothing(tiny, train_rows, eval_rows, tmp_path, monkey
     assert list(cwd.iterdir()) == [] and list(project.iterdir()) == []
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_trackers_get_the_config_and_every_epoch(tiny, train_rows, eval_rows, tmp_path):
     """An in-memory tracker (accelerate's GeneralTracker API) stands in for the real one, not chosen yet."""
     from accelerate.tracking import GeneralTracker

@@ -233,6 +233,7 @@ def _result_with(num_labels: int, cache: Path) -> EvalResult:
     return classification_metrics(refs, preds, labels=labels, cache_dir=cache)
 
 
+@pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
 def test_confusion_png_opens_and_grows_with_the_label_count(tmp_path: Path, cache: Path):
     import matplotlib.pyplot as plt
     from PIL import Image
