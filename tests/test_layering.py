@@ -238,3 +238,12 @@ def test_library_does_not_import_gradio_or_training():
     pulled = _heavy_imports(LIBRARY_MODULES, ("gradio", "training", "study"))
     assert list(pulled) == list(LIBRARY_MODULES)
     assert {module: libs for module, libs in pulled.items() if libs} == {}
+
+
+@pytest.mark.slow  # a fresh interpreter that imports gradio: seconds
+def test_the_app_starts_without_importing_torch():
+    """`python app.py` answers before the model loads: its import path (the UI and the service) holds
+    no torch, Captum or transformers; they load in the background (docs/speed.md, "Start-up")."""
+    heavy = ("torch", "captum", "transformers")
+    pulled = _heavy_imports(("classifr.app.service", "classifr.app.project", "classifr.ui.app"), heavy)
+    assert pulled == {"classifr.app.service": [], "classifr.app.project": [], "classifr.ui.app": []}

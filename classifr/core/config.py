@@ -143,7 +143,7 @@ class Settings:
     backend: str = "auto"
     # CLASSIFR_ONNX_VERIFY_IMAGES: how many sample photos check the default version's ONNX export
     # against PyTorch when v1 is built (docs/settings.md); tests keep it small.
-    onnx_verify_images: int = 200
+    onnx_verify_images: int = 64
 
     @property
     def registry_dir(self) -> Path:
@@ -193,5 +193,5 @@ class Settings:
             max_stored_images=_int(env, "CLASSIFR_MAX_STORED_IMAGES", 2000, minimum=0, maximum=10_000_000),
             canary_share=_share(env, "CLASSIFR_CANARY_SHARE", 0.0),
             backend=_choice(env, "CLASSIFR_BACKEND", BACKENDS, "auto"),
-            onnx_verify_images=_int(env, "CLASSIFR_ONNX_VERIFY_IMAGES", 200, minimum=1, maximum=10_000),
+            onnx_verify_images=_int(env, "CLASSIFR_ONNX_VERIFY_IMAGES", 64, minimum=1, maximum=10_000),
         )
