@@ -150,7 +150,7 @@ def study(source, tiny_vit_dir, clothing_dir, tmp_path_factory):
 
 
 @pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
-def test_study_trains_every_family_and_records_what_the_issue_asks(study, tiny_vit_dir):
+def test_study_trains_every_family_and_records_every_measurement(study, tiny_vit_dir):
     _, report, runs = study
     by_name = {run["name"]: run for run in runs}
     tiny = tiny_vit_dir.name
