@@ -217,12 +217,10 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 def _open_dataset(settings: Settings):
     """The project dataset, the serving model's labels, and the Hub sync when one is configured."""
-    from classifr.data.dataset import ProjectDataset
+    from classifr.app.project import open_dataset
     from classifr.data.hub_sync import open_sync
-    from classifr.core.images import ImageLimits
 
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    dataset = ProjectDataset(settings.dataset_dir, limits=limits)
+    dataset = open_dataset(settings)
     known = _serving_labels(settings)
     return dataset, known, open_sync(settings, dataset, known=lambda: known)
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,12 @@ class JobState:
 class TrainingJobs:
     """Starts at most one training process for a project and follows it."""
 
-    def __init__(self, home: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, *, env: dict[str, str] | None = None, on_success: Callable[[], object] | None = None
+    ) -> None:
         self.home = home
         self._env = env
+        self._on_success = on_success  # e.g. serve what the run promoted, before anyone reads "succeeded"
         self._lock = threading.Lock()
         self._state = JobState()
         self._process: subprocess.Popen | None = None
@@ -108,6 +111,11 @@ class TrainingJobs:
 
     def _wait(self, process: subprocess.Popen) -> None:
         stdout, stderr = process.communicate()
+        if process.returncode == 0 and self._on_success is not None:
+            try:
+                self._on_success()
+            except Exception:  # noqa: BLE001 - a thread of its own: log it; the run still reads as done
+                logger.exception("after the training run")
         with self._lock:
             state = self._state
             state.finished_at = time.time()

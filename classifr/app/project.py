@@ -85,8 +85,6 @@ def open_service(
     the app; the CLI does it itself).
     """
     from classifr.app.service import ClassifrService
-    from classifr.core.images import ImageLimits
-    from classifr.data.dataset import ProjectDataset
     from classifr.data.hub_sync import open_sync
     from classifr.app.loading import PendingModel
 
@@ -112,13 +110,21 @@ def open_service(
     # A Hub id (CLASSIFR_MODEL) has no local config.json to read the labels from before the load.
     in_background = load_in_background and Path(folder).is_dir()
     classifier = PendingModel(folder, version=version, load=load).start() if in_background else load()
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    dataset = ProjectDataset(settings.dataset_dir, limits=limits)
+    dataset = open_dataset(settings)
     service = ClassifrService(settings, registry=registry, classifier=classifier, dataset=dataset, prediction_log=log)
     if registry is not None:
         service.refresh()  # loads the canary's candidate, if any
     service.attach_hub(hf_api=hf_api, sync=open_sync(settings, dataset, hf_api=hf_api, known=service.known_labels))
     return service
+
+
+def open_dataset(settings: Settings):
+    """The project dataset under CLASSIFR_HOME, with the image limits of the settings."""
+    from classifr.core.images import ImageLimits
+    from classifr.data.dataset import ProjectDataset
+
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return ProjectDataset(settings.dataset_dir, limits=limits)
 
 
 def open_prediction_log(settings: Settings):

@@ -118,6 +118,7 @@ class ClassifrService:
         self._canary_share = settings.canary_share
         self._draw = random.Random()
         self._explainers: dict[str, Explainer] = {}
+        self._training_jobs: TrainingJobs | None = None  # created on first use: most processes never train
         self._publish_serving()
 
     def attach_hub(self, *, hf_api: Any = None, sync: Any = None) -> None:
@@ -159,8 +160,16 @@ class ClassifrService:
     @property
     def candidate_version(self) -> str | None:
         """The version the canary serves to `canary_share` of requests, or None when there is no canary."""
+        return self.serving_roles().get("candidate")
+
+    def serving_roles(self) -> dict[str, str]:
+        """`{"production": "v3"}`, plus `"candidate"` while the canary serves one."""
         with self._lock:
-            return self._candidate.version if self._candidate is not None and self._canary_share > 0 else None
+            production, candidate, share = self._classifier, self._candidate, self._canary_share
+        roles = {"production": production.version}
+        if candidate is not None and share > 0:
+            roles["candidate"] = candidate.version
+        return roles
 
     @property
     def canary_share(self) -> float:
@@ -490,12 +499,7 @@ class ClassifrService:
         return load_classifier(folder, version=version, backend=self.settings.backend, num_threads=self.settings.num_threads)
 
     def _publish_serving(self) -> None:
-        with self._lock:
-            production, candidate, share = self._classifier, self._candidate, self._canary_share
-        serving = {"production": production.version}
-        if candidate is not None and share > 0:
-            serving["candidate"] = candidate.version
-        self.metrics.set_serving(serving)
+        self.metrics.set_serving(self.serving_roles())
 
     def _require_registry(self) -> ModelRegistry:
         if self.registry is None:
@@ -503,10 +507,6 @@ class ClassifrService:
         return self.registry
 
     # --- for the UI: everything the Gradio tabs read or do, so they never reach into the parts ----
-
-    _training_jobs: TrainingJobs | None = None  # created on first use: most processes never train
-    _training_jobs_lock = threading.Lock()
-    _training_followed: float | None = None  # the finished_at of the last run whose outcome is served
 
     @property
     def has_registry(self) -> bool:
@@ -581,10 +581,7 @@ class ClassifrService:
 
     def monitor_summary(self, *, since: float | None = None) -> dict[str, Any]:
         """`classifr.monitoring.report.monitor_summary` of the log since `since`, with the serving roles."""
-        serving = {"production": self.serving_version}
-        if self.candidate_version:
-            serving["candidate"] = self.candidate_version
-        return monitor_summary(self._require_log(), registry=self.registry, since=since, serving=serving)
+        return monitor_summary(self._require_log(), registry=self.registry, since=since, serving=self.serving_roles())
 
     def prediction_volume(self, *, bucket_s: float, since: float | None = None, version: str | None = None) -> list[dict[str, Any]]:
         """Predictions per time bucket and version."""
@@ -624,17 +621,15 @@ class ClassifrService:
         return self._jobs().cancel()
 
     def training_status(self) -> JobState:
-        """The current (or last) run; once a run has succeeded, what it promoted serves (no wait for the follower)."""
-        state = self._jobs().state()
-        if state.status == "succeeded" and state.finished_at != self._training_followed:
-            self._training_followed = state.finished_at
-            self.refresh()
-        return state
+        """The current (or last) run."""
+        return self._jobs().state()
 
     def _jobs(self) -> TrainingJobs:
-        with self._training_jobs_lock:
+        with self._lock:
             if self._training_jobs is None:
-                self._training_jobs = TrainingJobs(self.settings.home)
+                # A finished run refreshes before it reads as succeeded: whoever sees "succeeded" is
+                # served what it promoted, without waiting for the production follower.
+                self._training_jobs = TrainingJobs(self.settings.home, on_success=self.refresh)
             return self._training_jobs
 
     def _require_log(self) -> PredictionLog:

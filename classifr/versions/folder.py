@@ -14,8 +14,8 @@ A published version is a folder (docs/architecture.md, "Records"):
 Error policy, the same for every reader: a file that is absent reads as "nothing there" (v1 has no
 metrics); a file that is present but unreadable or malformed is logged once as a warning and reads
 as "nothing there" too, with a one-line `problem` the UI can show. Nothing here raises for a damaged
-optional file: a hand-edited metrics.json must not take the Monitor or the Model tab down. The
-required files (config.json) raise `VersionFolderError`, naming the file and the reason.
+optional file: a hand-edited metrics.json must not take the Monitor or the Model tab down. A
+config.json that names no labels raises `VersionFolderError`, naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from classifr.core.errors import RegistryError
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -59,7 +58,7 @@ def read_metrics(folder: Path) -> OptionalFile:
     if loaded.problem or not loaded.data:
         return loaded
     if not isinstance(loaded.data.get("metrics", {}), dict):
-        return _damaged(Path(folder) / METRICS_FILE, 'expected an object with a "metrics" object')
+        return _damaged(Path(folder) / METRICS_FILE, 'is malformed: expected an object with a "metrics" object')
     return loaded
 
 
@@ -79,18 +78,6 @@ def write_confusion_png(folder: Path, png: bytes) -> Path:
 def confusion_png(folder: Path) -> Path | None:
     path = Path(folder) / CONFUSION_FILE
     return path if path.is_file() else None
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """config.json, which every version has: VersionFolderError when it is missing or not an object."""
-    path = Path(folder) / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise VersionFolderError(f"cannot read {path}: {_one_line(err)}") from err
-    if not isinstance(data, dict):
-        raise VersionFolderError(f"{path} is not a JSON object")
-    return data
 
 
 def read_optional_config(folder: Path | None) -> OptionalFile:
@@ -134,7 +121,7 @@ def _read_optional_json(path: Path) -> OptionalFile:
 
 def _damaged(path: Path, reason: str) -> OptionalFile:
     logger.warning("%s %s", path, reason)
-    return OptionalFile(problem=f"{path.name} {reason}" if not reason.startswith("expected") else f"{path.name} is malformed: {reason}")
+    return OptionalFile(problem=f"{path.name} {reason}")
 
 
 def _one_line(err: BaseException) -> str:
