@@ -8,6 +8,7 @@ import logging
 import signal
 
 from classifr.core.config import Settings
+from classifr.core.memory import return_large_buffers_to_the_system
 from classifr.ui.app import serve
 
 
@@ -18,6 +19,9 @@ def _stop_on_sigterm(_signum, _frame) -> None:
 
 
 def main() -> None:
+    # Before the first request thread: glibc fixes its number of arenas when a second thread first
+    # allocates (classifr.core.memory).
+    return_large_buffers_to_the_system()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     serve(Settings.from_env())

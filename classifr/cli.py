@@ -18,6 +18,7 @@ from typing import Any
 
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
+from classifr.core.storage import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except ClassifrError as err:
         print(f"classifr: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as err:  # a full disk, a read-only folder, a failing drive: one line (docs/storage.md)
+        problem = storage_error(err, "the result")
+        if problem is None or not problem.pauses:
+            raise
+        print(f"classifr: error: {problem}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -346,13 +353,27 @@ def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    info = _registry(settings).promote(args.version)
+    registry = _registry(settings)
+    version = registry.resolve(args.version)
+    _check_promotable(registry, version, settings)
+    info = registry.promote(version)
     _print(info.to_json(), args.json, f"production is now {info.version}")
     return EXIT_OK
 
 
+def _check_promotable(registry, version: str, settings: Settings) -> None:
+    """Load and check `version` as the app would serve it; VersionCheckError (one line) when it may not."""
+    from classifr.inference.classifier import configure_runtime
+    from classifr.inference.version_check import check_promotable
+
+    configure_runtime(settings.num_threads)
+    check_promotable(registry.local_path(version), version=version, settings=settings)
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    info = _registry(settings).rollback()
+    registry = _registry(settings)
+    _check_promotable(registry, registry.rollback_target(), settings)
+    info = registry.rollback()
     _print(info.to_json(), args.json, f"production rolled back to {info.version}")
     return EXIT_OK
 

@@ -75,3 +75,23 @@ def test_password_or_org_when_both_are_set():
 def test_a_bad_maintainer_org_setting_is_named(bad):
     with pytest.raises(ConfigError, match="CLASSIFR_MAINTAINER_ORG"):
         Settings.from_env({"CLASSIFR_MAINTAINER_ORG": bad, "CLASSIFR_HOME": "/tmp"})
+
+
+def test_the_service_limits_wrong_passwords_per_client_and_services_do_not_share_limits(tmp_path, tiny_default_version):
+    from classifr.app.access import MaintainerLockedOutError
+    from classifr.app.project import open_service
+
+    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password="s3cret", prediction_log=False)
+    service = open_service(settings, default_version=tiny_default_version)
+    for _ in range(4):
+        with pytest.raises(NotAMaintainerError, match="Wrong maintainer password"):
+            service.require_maintainer("guess", client="203.0.113.7")
+    with pytest.raises(MaintainerLockedOutError, match="try again in 30 s"):
+        service.require_maintainer("guess", client="203.0.113.7")
+    with pytest.raises(MaintainerLockedOutError):
+        service.require_maintainer("s3cret", client="203.0.113.7")
+    assert service.require_maintainer("s3cret", client="198.51.100.2") == "password"
+    other = open_service(settings, default_version=tiny_default_version)  # its own limiter: no module state
+    assert other.require_maintainer("s3cret", client="203.0.113.7") == "password"
+    service.close()
+    other.close()

@@ -37,7 +37,9 @@ def test_health_is_ok_once_the_model_can_predict(running_app, client, sandal_pho
     _predict(client, sandal_photo)  # the model has loaded once a prediction came back
     with urllib.request.urlopen(running_app["url"] + "health", timeout=10) as response:
         assert response.status == 200
-        assert json.loads(response.read()) == {"status": "ok", "version": "v1"}
+        health = json.loads(response.read())
+    assert health.pop("storage")["paused"] is False
+    assert health == {"status": "ok", "version": "v1"}
 
 
 def test_bad_files_get_a_readable_message_and_the_app_keeps_serving(client, tmp_path, sandal_photo):
@@ -110,6 +112,23 @@ def test_correct_endpoint_refuses_a_path_label_and_writes_nothing(running_app, c
     before = _metadata_rows(running_app)
     with pytest.raises(Exception, match="path separator"):
         client.predict(handle_file(str(sandal_photo)), "../../etc/passwd", "", None, api_name="/correct")
+    assert _metadata_rows(running_app) == before
+
+
+def test_correct_endpoint_refuses_a_forged_prediction_and_writes_nothing(running_app, client, sandal_photo, clothing_dir):
+    """What the model said comes from the server's prediction log (docs/api.md, "Feedback")."""
+    from gradio_client import handle_file
+
+    _, genuine, _ = _predict(client, sandal_photo)
+    before = _metadata_rows(running_app)
+    forged = {**genuine, "version": "v999", "predictions": [{"label": "sandal", "score": 1.0}]}
+    with pytest.raises(Exception, match="was made by v1, not 'v999'"):
+        client.predict(handle_file(str(sandal_photo)), "clog", "", forged, api_name="/correct")
+    with pytest.raises(Exception, match="got a list"):
+        client.predict(handle_file(str(sandal_photo)), "clog", "", [genuine], api_name="/correct")
+    other = sorted((clothing_dir / "test" / "shorts").glob("*.jpg"))[1]
+    with pytest.raises(Exception, match="this photo is not the one prediction"):
+        client.predict(handle_file(str(other)), "clog", "", {"id": genuine["id"]}, api_name="/correct")
     assert _metadata_rows(running_app) == before
 
 

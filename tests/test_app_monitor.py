@@ -73,6 +73,12 @@ def test_metrics_answers_in_the_prometheus_text_format(running_app, client, sand
     assert 'classifr_serving_version{variant="production",version="v1"} 1.0' in body
     ok = [line for line in body.splitlines() if line.startswith('classifr_prediction_requests_total{source="api",status="ok"}')]
     assert ok and float(ok[0].split()[-1]) >= 1
+    # The process's health, and the predict event timed from its arrival (the ArrivalTime middleware).
+    samples = dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+    assert float(samples["process_resident_memory_bytes"]) > 50_000_000 and float(samples["process_cpu_seconds_total"]) > 0
+    assert float(samples["classifr_home_disk_free_bytes"]) > 0 and "classifr_prediction_log_queue_depth" in samples
+    assert float(samples['classifr_request_seconds_count{stage="wait"}']) >= 1
+    assert float(samples['classifr_request_seconds_count{stage="work"}']) >= 1
 
 
 def test_the_monitor_api_shows_corrections_and_refuses_the_canary_without_a_password(running_app, client, sandal_photo):
@@ -80,7 +86,7 @@ def test_the_monitor_api_shows_corrections_and_refuses_the_canary_without_a_pass
     client.predict(handle_file(str(sandal_photo)), "clog", "", payload, api_name="/correct")
 
     def corrected() -> dict | None:
-        outputs = client.predict("24h", "all versions", api_name="/monitor")
+        outputs = client.predict("24h", "all versions", "", api_name="/monitor")  # no password: the numbers only
         summary = next(o for o in outputs if isinstance(o, dict) and "by_version" in o)
         pairs = {(row["predicted"], row["true"]) for row in summary["corrections"]}
         return summary if ("sandal", "clog") in pairs else None  # other tests correct other photos
@@ -97,3 +103,23 @@ def test_cli_monitor_errors_are_one_line(tmp_path):
     assert done.returncode != 0 and done.stderr.strip().startswith("classifr: error: no prediction log yet")
     done = run_cli(tmp_path, "monitor", "--window", "fortnight")
     assert done.returncode == 2 and "unknown time window 'fortnight'" in done.stderr
+
+
+def test_expected_errors_reach_the_server_log_as_one_line_with_the_client(running_app, client, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    _, payload, _ = client.predict(handle_file(str(broken)), api_name="/predict")
+    assert "error" in payload
+    with pytest.raises(Exception, match="Maintainer actions are off"):
+        client.predict("a guess", 20, api_name="/set_canary")
+
+    def logged() -> list[str]:
+        lines = running_app["log"].read_text(errors="replace").splitlines()
+        return [n for n, line in enumerate(lines) if "set_share refused for 127.0.0.1: Maintainer actions are off" in line]
+
+    assert _wait_for(logged, timeout=10), "the refusal was not logged with the client"
+    lines = running_app["log"].read_text(errors="replace").splitlines()
+    assert any("rejected upload broken.jpg from 127.0.0.1" in line for line in lines)
+    after = lines[logged()[-1] + 1:][:3]
+    assert not any(line.startswith("Traceback") for line in after), after
+    assert "a guess" not in "\n".join(lines)

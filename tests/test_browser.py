@@ -97,6 +97,11 @@ def test_monitor_and_model_tabs_after_a_prediction(page, running_app, sandal_pho
     expect(v1_row.first).to_contain_text("production")
     expect(page.locator("#monitor-alerts")).to_contain_text("v1")
     assert page.locator("#monitor-alerts").inner_text().strip()
+    # The Server panel: the app's CPU, memory, disk and the classification just made, as the caller saw it.
+    page.locator("#monitor-server-refresh").click()
+    server = page.locator("#monitor-server")
+    expect(server).to_contain_text("free disk (project home)", timeout=15_000)
+    expect(server).to_contain_text("recent")
     page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
 
     page.get_by_role("tab", name="Model").click()

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from classifr.core.errors import ClassifrError
+from classifr.core.images import metadata_free_encoding, read_image
 from classifr.data.dataset import Example, ProjectDataset
 from classifr.data.importing import ImportReport, import_dataset
 from tests.conftest import SHARED_DATASETS
@@ -38,6 +39,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _sha_as_stored(data: bytes) -> str:
+    """The hash a source image gets in the dataset: that of its metadata-free encoding (docs/privacy.md)."""
+    return _sha(metadata_free_encoding(read_image(data))[0])
+
+
 def _stored(dataset: ProjectDataset) -> dict[str, str]:
     """sha256 of each stored file's bytes -> its row's label (checks the name is the hash too)."""
     stored = {}
@@ -49,8 +55,8 @@ def _stored(dataset: ProjectDataset) -> dict[str, str]:
 
 
 def _photos(folder: Path) -> dict[str, str]:
-    """sha256 -> label folder for every JPEG under `folder` (…/<label>/<name>.jpg)."""
-    return {_sha(p.read_bytes()): p.parent.name for p in folder.rglob("*.jpg")}
+    """sha256 as stored -> label folder for every JPEG under `folder` (…/<label>/<name>.jpg)."""
+    return {_sha_as_stored(p.read_bytes()): p.parent.name for p in folder.rglob("*.jpg")}
 
 
 def _copy_photos(clothing_dir: Path, target: Path, label: str, count: int, *, offset: int = 0, split: str = "train") -> list[Path]:
@@ -65,7 +71,8 @@ def _copy_photos(clothing_dir: Path, target: Path, label: str, count: int, *, of
 @pytest.mark.slow  # about 23 s on 2 cores: two imports of 3,068 photos and a read back
 def test_clothing_folder_imports_every_photo_once(dataset, cache, clothing_dir):
     """All 372 photos of the test folder (10 labels; benchmarks/dataset.py imports the 3,068 of train):
-    counts per label equal the files per folder, the stored bytes are the originals, a second import
+    counts per label equal the files per folder, the stored files are the originals without
+    metadata (docs/privacy.md), a second import
     adds nothing, and load_dataset reads the result back."""
     train = clothing_dir / "test"
     expected = Counter({folder.name: len(list(folder.glob("*.jpg"))) for folder in train.iterdir()})
@@ -128,7 +135,7 @@ def test_an_unknown_split_names_the_ones_there(dataset, cache):
 
 def test_a_project_dataset_folder_with_metadata_jsonl_imports_with_its_labels(dataset, cache, clothing_dir, tmp_path, capsys):
     """Another project's dataset folder (metadata.jsonl with a string `label` column) goes in with
-    the same bytes and labels; with progress on, a tqdm bar counting "img" goes to stderr."""
+    the same files and labels; with progress on, a tqdm bar counting "img" goes to stderr."""
     other = ProjectDataset(tmp_path / "other")
     photos = [
         *_copy_photos(clothing_dir, tmp_path / "src" / "hat", "hat", 3),
@@ -148,13 +155,13 @@ def test_a_project_dataset_folder_with_metadata_jsonl_imports_with_its_labels(da
 
 
 @pytest.mark.slow  # over 0.25 s: outside the edit loop's fast subset
-def test_cifar10_parquet_folder_with_a_limit_keeps_the_original_bytes(dataset, cache):
+def test_cifar10_parquet_folder_with_a_limit_keeps_the_original_pictures(dataset, cache):
     """The CIFAR-10 folder (train.parquet, test.parquet; an Image struct column `img` and a
     ClassLabel `label`), test split, limit=200: ids become names and the stored files are the
-    Parquet's own bytes, each with its row's label."""
+    Parquet's own images (without metadata), each with its row's label."""
     table = pq.read_table(CIFAR / "test.parquet")
     images, labels = table["img"].to_pylist(), table["label"].to_pylist()
-    source = {_sha(img["bytes"]): CIFAR_NAMES[label] for img, label in zip(images, labels, strict=True)}
+    source = {_sha_as_stored(img["bytes"]): CIFAR_NAMES[label] for img, label in zip(images, labels, strict=True)}
 
     report = import_dataset(dataset, CIFAR, split="test", limit=200, cache_dir=cache, progress=False)
 
@@ -187,7 +194,7 @@ def test_plain_parquet_columns_are_found_by_name(dataset, cache, clothing_dir, t
     report = import_dataset(dataset, plain, cache_dir=cache, progress=False)
 
     assert (report.image_column, report.label_column, report.added) == ("photo", "category", 4)
-    assert set(_stored(dataset)) == {_sha(p.read_bytes()) for p in photos}
+    assert set(_stored(dataset)) == {_sha_as_stored(p.read_bytes()) for p in photos}
 
     ints = tmp_path / "ints.parquet"
     pq.write_table(pa.table({"image": [photos[0].read_bytes()], "label": [3]}), ints)
@@ -210,7 +217,7 @@ def _clothes_dict(clothing_dir: Path) -> tuple[datasets.DatasetDict, dict[str, s
                 rows["image"].append({"bytes": photo.read_bytes(), "path": photo.name})
                 rows["label"].append(label_id)
                 rows["note"].append("x")
-                expected[_sha(photo.read_bytes())] = name
+                expected[_sha_as_stored(photo.read_bytes())] = name
         splits[split] = datasets.Dataset.from_dict(rows, features=features)
     return datasets.DatasetDict(splits), expected
 
@@ -218,7 +225,7 @@ def _clothes_dict(clothing_dir: Path) -> tuple[datasets.DatasetDict, dict[str, s
 def test_a_hub_id_goes_through_the_loader_with_the_cache_dir(dataset, cache, clothing_dir):
     """"someone/clothes" with a loader that returns a real in-memory DatasetDict (2 splits, Image
     + ClassLabel + an extra column): called once with the id and cache_dir; every split imported
-    with names for the ids and the embedded bytes stored as they are."""
+    with names for the ids and the embedded images stored (without metadata)."""
     clothes, expected = _clothes_dict(clothing_dir)
     calls = []
 
@@ -289,7 +296,7 @@ def test_broken_image_files_are_rejected_with_reasons_and_nothing_is_written_for
     assert (report.total, report.added, report.rejected) == (6, 4, 2)
     reasons = {example["name"]: example["reason"] for example in report.rejected_examples}
     assert "not an image" in reasons["hat/text.jpg"] and "truncated" in reasons["skirt/truncated.jpg"]
-    assert set(_stored(dataset)) == {_sha(p.read_bytes()) for p in good}
+    assert set(_stored(dataset)) == {_sha_as_stored(p.read_bytes()) for p in good}
     assert len([p for p in (dataset.root / "images").rglob("*") if p.is_file()]) == 4
     assert not any((dataset.root / ".tmp").iterdir())
 
@@ -309,7 +316,7 @@ def test_bad_label_folder_names_are_rejected_per_image(dataset, cache, clothing_
     reasons = " | ".join(example["reason"] for example in report.rejected_examples)
     assert "control characters" in reasons and "'<' or '>'" in reasons and "longer than 64" in reasons
     assert [c.name for c in dataset.categories()] == ["shirt"]
-    assert set(_stored(dataset)) == {_sha(p.read_bytes()) for p in shirts}
+    assert set(_stored(dataset)) == {_sha_as_stored(p.read_bytes()) for p in shirts}
     assert all(example["name"].isprintable() for example in report.rejected_examples)
 
 

@@ -623,8 +623,9 @@ def test_module_never_touches_pillow_globals(tmp_path: Path, bomb_png: Path, pho
     assert images.logger.name == "classifr.core.images"
 
 
-def test_the_logs_copy_is_a_small_jpeg_as_received_else_a_thumbnail(sandal_photo, tmp_path):
-    """A 400x533 JPEG is kept byte for byte; a 12-megapixel JPEG and a PNG become JPEGs of at most 512 px."""
+def test_the_logs_copy_is_a_small_bare_jpeg_as_received_else_a_thumbnail(sandal_photo, tmp_path):
+    """A 400x533 JPEG without metadata is kept byte for byte; the same with a comment (metadata,
+    docs/privacy.md), a 12-megapixel JPEG and a PNG become JPEGs of at most 512 px."""
     import io
 
     from PIL import Image
@@ -633,10 +634,12 @@ def test_the_logs_copy_is_a_small_jpeg_as_received_else_a_thumbnail(sandal_photo
 
     small = read_image(sandal_photo, min_side=224)
     assert stored_copy(small) == sandal_photo.read_bytes()
+    commented = tmp_path / "commented.jpg"
+    Image.open(sandal_photo).save(commented, quality=92, comment=b"taken at home")
     big_path = tmp_path / "big.jpg"
     Image.open(sandal_photo).convert("RGB").resize((4000, 3000)).save(big_path, quality=92)
     png_path = tmp_path / "photo.png"
     Image.open(sandal_photo).save(png_path)
-    for path in (big_path, png_path):
+    for path in (commented, big_path, png_path):
         copy = Image.open(io.BytesIO(stored_copy(read_image(path, min_side=224))))
-        assert copy.format == "JPEG" and max(copy.size) <= 512
+        assert copy.format == "JPEG" and max(copy.size) <= 512 and "comment" not in copy.info

@@ -384,10 +384,10 @@ def test_gallery_items_show_only_rows_that_kept_their_image(tmp_path):
         conn.execute("UPDATE predictions SET feedback = 'corrected', true_label = 'clog', feedback_time = time")
         conn.executemany("INSERT INTO images VALUES (?, ?)", [("p0", _jpeg("red")), ("p2", _jpeg("blue"))])
     with PredictionLog(path) as log:
-        service = SimpleNamespace(logged_image=log.image)
+        service = SimpleNamespace(logged_image=lambda prediction_id, grant: log.image(prediction_id))
         rows = log.gallery("corrected")
         assert [row["id"] for row in rows] == ["p2", "p1", "p0"] and [row["has_image"] for row in rows] == [True, False, True]
-        items, shown = gallery_items(service, rows, bad_caption)
+        items, shown = gallery_items(service, rows, bad_caption, grant=None)
     assert [row["id"] for row in shown] == ["p2", "p0"]
     assert [caption for _, caption in items] == ["sandal (70%) → clog · v1", "sandal (50%) → clog · v1"]
     assert all(isinstance(picture, Image.Image) and picture.size == (8, 8) for picture, _ in items)

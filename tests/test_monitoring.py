@@ -316,7 +316,7 @@ def test_summary_is_exact(seeded):
     v1, v2 = summary["by_version"]["v1"], summary["by_version"]["v2"]
     assert v1["predictions"] == 4
     assert v1["by_variant"] == {"production": 4, "candidate": 0, "direct": 0}
-    assert v1["by_source"] == {"ui": 3, "api": 1, "cli": 0}
+    assert v1["by_source"] == {"ui": 3, "api": 1, "cli": 0, "feedback": 0}
     assert v1["mean_confidence"] == pytest.approx(0.575)
     assert v1["low_confidence_share"] == 0.5
     assert (v1["confirmed"], v1["corrected"]) == (1, 1)
@@ -328,7 +328,7 @@ def test_summary_is_exact(seeded):
     assert (v1["first"], v1["last"]) == (1000.0, 1030.0)
     assert v2["predictions"] == 4
     assert v2["by_variant"] == {"production": 0, "candidate": 2, "direct": 2}
-    assert v2["by_source"] == {"ui": 0, "api": 1, "cli": 3}
+    assert v2["by_source"] == {"ui": 0, "api": 1, "cli": 3, "feedback": 0}
     assert v2["mean_confidence"] == pytest.approx(0.3875)
     assert v2["low_confidence_share"] == 0.75
     assert (v2["confirmed"], v2["corrected"], v2["accuracy_on_feedback"]) == (0, 2, 0.0)

@@ -72,6 +72,11 @@ def test_monitor_on_an_empty_home_is_a_one_line_error(tmp_path, monkeypatch, cap
     assert err.startswith("classifr: error: no prediction log yet") and len(err.strip().splitlines()) == 1
 
 
+def _model_state(service) -> dict:
+    """health() without its "storage" entry (tests/test_storage.py checks that one)."""
+    return {key: value for key, value in service.health().items() if key != "storage"}
+
+
 def _pending_service(tmp_path, tiny_vit_dir, load):
     from classifr.app.loading import PendingModel
     from classifr.app.service import ClassifrService
@@ -94,12 +99,12 @@ def test_the_service_answers_while_its_model_loads_and_health_says_so(tmp_path, 
 
     service = _pending_service(tmp_path, tiny_vit_dir, load)
     # Known before the load: what the UI is built from.
-    assert service.health() == {"status": "loading", "version": "v1"}
+    assert _model_state(service) == {"status": "loading", "version": "v1"}
     assert service.serving_version == "v1" and service.known_labels() == ["cat", "dog", "bird"]
     gate.set()
     result = service.predict(sandal_photo)  # waits for the load instead of failing
     assert result.version == "v1" and len(result.predictions) == 3
-    assert service.health() == {"status": "ok", "version": "v1"}
+    assert _model_state(service) == {"status": "ok", "version": "v1"}
 
 
 def test_a_model_that_fails_to_load_is_reported_in_health_and_predict(tmp_path, tiny_vit_dir, sandal_photo):
@@ -111,4 +116,4 @@ def test_a_model_that_fails_to_load_is_reported_in_health_and_predict(tmp_path, 
     service = _pending_service(tmp_path, tiny_vit_dir, load)
     with pytest.raises(ClassifrError, match="could not be loaded: model.safetensors: Input/output error"):
         service.predict(sandal_photo)
-    assert service.health() == {"status": "failed", "version": "v1", "reason": "model.safetensors: Input/output error"}
+    assert _model_state(service) == {"status": "failed", "version": "v1", "reason": "model.safetensors: Input/output error"}

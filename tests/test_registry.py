@@ -26,6 +26,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 import classifr.versions.registry as registry_module
 from classifr.core.errors import ConfigError, RegistryError, VersionNotFoundError
+from classifr.versions.folder import CHECKSUMS_FILE, verify_checksums
 from classifr.versions.registry import (
     ALIASES,
     REGISTRY_FILE,
@@ -280,10 +281,21 @@ def test_local_path_holds_the_written_files(registry: ModelRegistry, tmp_path: P
         got = folder_files(registry.local_path(version))
         record = json.loads(got.pop(VERSION_FILE))
         assert record["version"] == version and record["num_labels"] == len(json.loads(got["config.json"])["id2label"])
+        assert verify_checksums(registry.local_path(version), name=version)
+        got.pop(CHECKSUMS_FILE)
         # The Hub snapshot also carries main's bookkeeping files as of that commit.
         for bookkeeping in (REGISTRY_FILE, ".gitattributes"):
             got.pop(bookkeeping, None)
         assert got == folder_files(expected / version)
+
+
+def test_rollback_target_names_the_version_rollback_would_serve(registry: ModelRegistry):
+    registry.publish(model_writer(), parent=None, aliases=("production",))
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback_target()
+    registry.publish(model_writer(), parent="v1", aliases=("production",))
+    assert registry.rollback_target() == "v1" and registry.resolve("production") == "v2"  # nothing moved
+    assert registry.rollback().version == "v1"
 
 
 def test_a_second_registry_object_sees_the_same_state(registry: ModelRegistry, tmp_path: Path):
@@ -453,7 +465,7 @@ def test_local_crash_while_writing_leaves_the_registry_unchanged(tmp_path: Path)
 
     after = local.publish(model_writer(("x", "y", "z")), parent="v1", aliases=("production",))
     assert after.version == "v2" and local.resolve("production") == "v2"
-    assert set(folder_files(local.local_path("v2"))) == {"config.json", "model.safetensors", "README.md", VERSION_FILE}
+    assert set(folder_files(local.local_path("v2"))) == {"config.json", "model.safetensors", "README.md", VERSION_FILE, CHECKSUMS_FILE}
     assert list((root / ".staging").iterdir()) == []  # its owner is dead: cleaned up
 
 
@@ -574,7 +586,7 @@ def test_hub_main_holds_only_the_latest_version(hub: HubRegistry, fake: FakeHfAp
 
     on_main = fake.files_at(REPO_ID, "main")
     assert sorted(on_main) == sorted(
-        ["config.json", "model.safetensors", "README.md", VERSION_FILE, REGISTRY_FILE, ".gitattributes"]
+        ["config.json", "model.safetensors", "README.md", VERSION_FILE, CHECKSUMS_FILE, REGISTRY_FILE, ".gitattributes"]
     )
     assert on_main["model.safetensors"] == b"w2"
     assert json.loads(on_main[VERSION_FILE])["version"] == "v2"

@@ -81,9 +81,8 @@ def test_corrections_and_confirmations_reach_the_logged_prediction(fresh_home, c
     try:
         first, second = service.predict_batch(_photos(clothing_dir, 2), origin="ui")
         service.record_feedback(_photos(clothing_dir, 1)[0], "hat", prediction=first.to_json())
-        # Without an id (an older client), the image's hash finds the prediction.
-        payload = {k: v for k, v in second.to_json().items() if k != "id"}
-        service.record_feedback(_photos(clothing_dir, 2)[1], second.predictions[0].label, prediction=payload)
+        # The id alone names the prediction too (docs/api.md, "Feedback").
+        service.record_feedback(_photos(clothing_dir, 2)[1], second.predictions[0].label, prediction=second.id)
         service.prediction_log.flush()
         corrected = service.prediction_log.gallery("corrected")
         confirmed = service.prediction_log.gallery("confirmed")

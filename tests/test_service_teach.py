@@ -8,8 +8,10 @@ import pytest
 
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
+from classifr.core.images import metadata_free_encoding, read_image
 from classifr.app.project import open_service
-from classifr.app.service import ClassifrService, feedback_from
+from classifr.app.feedback import parse_claim
+from classifr.app.service import ClassifrService
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ def test_confirming_the_top_label_is_a_confirmation_with_what_the_model_said(ser
     assert result.status == "added" and row["label"] == "sandal" and row["source"] == "confirmation"
     assert row["predicted_label"] == "sandal" and row["model_version"] == "v1"
     assert row["score"] == pytest.approx(prediction["predictions"][0]["score"]) and row["contributor"] == "ada"
-    assert (service.dataset.root / row["file_name"]).read_bytes() == sandal_photo.read_bytes()
+    assert (service.dataset.root / row["file_name"]).read_bytes() == metadata_free_encoding(read_image(sandal_photo))[0]
 
 
 def test_a_correction_to_a_new_category_creates_it_pending(service, sandal_photo):
@@ -56,12 +58,13 @@ def test_uploads_go_in_with_a_result_per_file(service, clothing_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"predictions": []}, {"version": "v1", "predictions": [{"label": "x"}]},
-     {"version": "v1", "predictions": [{"label": "x", "score": 7}]}, "nonsense"],
+    [[], {"predictions": []}, {"version": "v1", "predictions": [{"label": "x", "score": 0.5}]},
+     {"id": "a" * 32, "version": "v1", "predictions": [{"label": "x"}]},
+     {"id": "a" * 32, "version": "v1", "predictions": [{"label": "x", "score": float("nan")}]}, "nonsense"],
 )
 def test_a_malformed_prediction_is_refused(payload):
     with pytest.raises(ClassifrError):
-        feedback_from(payload)
+        parse_claim(payload)
 
 
 def test_with_a_dataset_repo_every_correction_reaches_the_hub(fresh_home, sandal_photo):
@@ -81,7 +84,7 @@ def test_with_a_dataset_repo_every_correction_reaches_the_hub(fresh_home, sandal
     files = hub.files_at("team/classifr-data", "main", repo_type="dataset")
     [row] = [json.loads(line) for line in files["metadata.jsonl"].decode().splitlines()]
     assert row["label"] == "flip-flop" and row["source"] == "correction"
-    assert files[row["file_name"]] == sandal_photo.read_bytes() and result.sha256 in row["file_name"]
+    assert files[row["file_name"]] == metadata_free_encoding(read_image(sandal_photo))[0] and result.sha256 in row["file_name"]
     assert "flip-flop" in files["README.md"].decode() and ".lock" not in files
 
 

@@ -75,6 +75,18 @@ def test_traffic_anchors_come_from_the_log_without_new_labels_or_training_images
 
 
 @pytest.mark.slow  # the real default model
+def test_predictions_a_contributor_answered_are_not_traffic_anchors(own_home, clothing_dir):
+    """An answered photo joined the dataset, re-encoded without metadata under another hash, so
+    the training set's hashes cannot find it: the answer itself leaves it out."""
+    settings = Settings(home=own_home, num_threads=2)
+    service = open_service(settings)
+    photos = sorted((clothing_dir / "validation").rglob("*.jpg"))[:3]
+    results = service.predict_batch(photos)
+    service.record_feedback(photos[0], None, prediction=results[0].id)
+    service.close()
+    assert traffic_anchors(settings, service.registry, "v1").shape == (2, 1280)
+
+
 def test_no_log_gives_no_traffic_anchors(fresh_home):
     settings = Settings(home=fresh_home, num_threads=2)
     assert traffic_anchors(settings, LocalRegistry(fresh_home / "registry"), "v1").shape[0] == 0

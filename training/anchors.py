@@ -79,7 +79,9 @@ def traffic_anchors(
     """Pooled features of recent predictions by versions sharing `parent`'s backbone, as float32 [n, d].
 
     Predictions whose top-1 or corrected label is a new label are left out (they are not "other"
-    images), and so are images the training set holds already.
+    images), and so are images the training set holds already: by hash, and every prediction a
+    contributor answered (its photo joined the dataset, re-encoded without metadata, so under
+    another hash; docs/privacy.md).
     """
     path = settings.prediction_log_path
     if not settings.prediction_log or not path.is_file():
@@ -87,7 +89,8 @@ def traffic_anchors(
     versions = same_backbone_versions(registry, parent)
     with PredictionLog(path) as log:
         _, features = log.embeddings(
-            versions=versions, limit=limit, exclude_labels=exclude_labels, exclude_sha256=exclude_sha256
+            versions=versions, limit=limit, exclude_labels=exclude_labels, exclude_sha256=exclude_sha256,
+            exclude_feedback=True,
         )
     logger.info("%d traffic anchors from the prediction log of %s", len(features), ", ".join(versions))
     return features

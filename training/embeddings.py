@@ -17,10 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from classifr.core.errors import ClassifrError
 from classifr.core.images import ImageLimits, read_image
 from classifr.inference.classifier import Classifier, classifier_head  # noqa: F401  (training imports it from here)
 

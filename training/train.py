@@ -32,7 +32,9 @@ from classifr.data.dataset import ProjectDataset
 from classifr.core.errors import ClassifrError
 from classifr.core.images import ImageLimits
 from classifr.core.labels import LabelSet
+from classifr.core.storage import StorageError, append_whole
 from classifr.inference.classifier import Classifier, configure_runtime
+from classifr.inference.version_check import VersionCheckError, check_promotable
 from classifr.versions.registry import ModelRegistry
 from training import head as head_training
 from training.anchors import look_alikes, traffic_anchors
@@ -156,17 +158,29 @@ def run(
             )
             info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
         promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
+        refusals: list[str] = []
         if promoted:
-            registry.promote(info.version)
+            promoted, refusals = _promote_checked(registry, info.version, settings)
         report("done", 1.0)
         outcome = TrainOutcome(
             version=info.version, parent=parent_version, labels_added=added, metrics=metrics.to_json(),
             comparison=files.comparison, gate=gate.to_json(), promoted=promoted, strategy=options.strategy,
-            warnings=trained.warnings + gate.warnings, timings=timings,
+            warnings=trained.warnings + gate.warnings + refusals, timings=timings,
         )
         tracker.log({"metrics": outcome.metrics, "comparison": outcome.comparison, "timings": timings,
                      "gate_passed": outcome.gate["passed"], "promoted": outcome.promoted})
     return outcome
+
+
+def _promote_checked(registry: ModelRegistry, version: str, settings: Settings) -> tuple[bool, list[str]]:
+    """Promote `version` if it passes the app's promotion checks; else keep it a candidate, saying why."""
+    try:
+        check_promotable(registry.local_path(version), version=version, settings=settings)
+    except VersionCheckError as err:
+        logger.warning("not promoted: %s", err)
+        return False, [f"not promoted: {err}"]
+    registry.promote(version)
+    return True, []
 
 
 def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
@@ -179,7 +193,10 @@ def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list
 
 def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
                 settings: Settings, report: Callable[[str, float], None], registry: ModelRegistry) -> _Trained:
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+        max_decoded_bytes=settings.max_decoded_bytes,
+    )
     cache = EmbeddingCache(settings.cache_dir / "embeddings", backbone_fingerprint(parent))
     samples = list(data.train) + list(data.test)
     features = embed_files(
@@ -307,8 +324,11 @@ def _progress_writer(path: Path | None) -> Callable[[str, float], None] | None:
         return None
 
     def write(stage: str, fraction: float) -> None:
-        with open(path, "a") as out:  # one short line per call: a reader never sees half of one
-            out.write(json.dumps({"stage": stage, "fraction": round(fraction, 4)}) + "\n")
+        line = json.dumps({"stage": stage, "fraction": round(fraction, 4)}) + "\n"
+        try:  # whole lines only (docs/storage.md); a throwaway file, so no fsync
+            append_whole(path, line.encode(), what="the training progress", durable=False)
+        except StorageError as err:  # progress is a convenience: the run goes on without it
+            logger.warning("%s", err)
 
     return write
 

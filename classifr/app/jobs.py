@@ -114,6 +114,8 @@ class TrainingJobs:
         if process.returncode == 0 and self._on_success is not None:
             try:
                 self._on_success()
+            except ClassifrError as err:  # e.g. the new version was refused: a reason, not a bug
+                logger.warning("after the training run: %s", err)
             except Exception:  # noqa: BLE001 - a thread of its own: log it; the run still reads as done
                 logger.exception("after the training run")
         with self._lock:

@@ -123,7 +123,10 @@ def open_dataset(settings: Settings):
     from classifr.core.images import ImageLimits
     from classifr.data.dataset import ProjectDataset
 
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+        max_decoded_bytes=settings.max_decoded_bytes,
+    )
     return ProjectDataset(settings.dataset_dir, limits=limits)
 
 
@@ -134,7 +137,8 @@ def open_prediction_log(settings: Settings):
     from classifr.monitoring.log import PredictionLog
 
     return PredictionLog(
-        settings.prediction_log_path, store_images=settings.store_images, max_images=settings.max_stored_images
+        settings.prediction_log_path, store_images=settings.store_images, max_images=settings.max_stored_images,
+        thumbnail_retention_days=settings.thumbnail_retention_days,
     )
 
 

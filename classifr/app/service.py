@@ -23,12 +23,19 @@ from PIL import Image
 
 from classifr.core.config import Settings
 from classifr.data.dataset import AddResult, Category, Example, Feedback, ProjectDataset
-from classifr.core.errors import ClassifrError, InvalidImageError, VersionNotFoundError
+from classifr.core.errors import ClassifrError, FeedbackError, InvalidImageError, VersionNotFoundError
+from classifr.core.memory import return_large_buffers_to_the_system
 from classifr.core.images import ImageLimits, LoadedImage, read_image, stored_copy
+from classifr.core.storage import disk_free
 from classifr.monitoring.log import LoggedPrediction, PredictionLog
+from classifr.monitoring.records import SOURCES as ORIGINS
+from classifr.app.feedback import PredictionClaim, check_claim, feedback_of, parse_claim
+from classifr.app.feedback import prediction_id as feedback_prediction_id
+from classifr.monitoring.process import ProcessHealth
 from classifr.monitoring.prometheus import ServingMetrics
 from classifr.versions.registry import ModelRegistry, VersionInfo
-from classifr.app.access import require_maintainer
+from classifr.app.access import PasswordAttempts, require_maintainer
+from classifr.app.grants import GrantIssuer, MaintainerGrant
 from classifr.app.loading import PendingModel
 from classifr.app.jobs import JobState, TrainingJobs
 from classifr.monitoring.report import monitor_summary
@@ -43,6 +50,9 @@ if TYPE_CHECKING:
     from classifr.inference.explain import Explainer, Explanation, StageMap
 
 logger = logging.getLogger(__name__)
+
+FEEDBACK_DECODE_SIDE = 32  # feedback needs the photo's bytes checked, not a full decode
+FEEDBACK_LOOKUP_WAIT_S = 5.0  # how long an answer waits for its prediction to reach the log
 
 Serving = Union["Classifier", PendingModel]  # a loaded version, or one still loading at start-up
 
@@ -106,19 +116,31 @@ class ClassifrService:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self.limits = ImageLimits(
+            max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+            max_decoded_bytes=settings.max_decoded_bytes,
+        )
         self.dataset = dataset or ProjectDataset(settings.dataset_dir, limits=self.limits)
         self.sync: Any = None  # a classifr.data.hub_sync.DatasetSync when CLASSIFR_DATASET_REPO is set
         self.prediction_log = prediction_log
         self.hf_api: Any = None  # the injected Hub client (tests), else huggingface_hub's default
-        self.metrics = ServingMetrics()
+        self.process_health = ProcessHealth(settings.home)
+        self.password_attempts = PasswordAttempts()  # wrong maintainer passwords per client address
+        self._grants = GrantIssuer()  # proof for the methods that return logged photos (docs/privacy.md)
+        self.metrics = ServingMetrics(disk_free=self.process_health.disk_free_bytes, log_queue_depth=self._log_queue_depth)
         self._lock = threading.Lock()
         self._classifier = classifier
         self._candidate: Classifier | None = None  # served to `canary_share` of requests when set
         self._canary_share = settings.canary_share
         self._draw = random.Random()
         self._explainers: dict[str, Explainer] = {}
+        # Explanations beyond this many wait their turn: each holds a decode, a model copy's
+        # activations and a rendering at once (docs/speed.md, "Memory per request").
+        self._explaining = threading.BoundedSemaphore(settings.max_concurrent_explanations)
+        return_large_buffers_to_the_system()  # freed decodes leave the process (classifr.core.memory)
         self._training_jobs: TrainingJobs | None = None  # created on first use: most processes never train
+        # alias -> (version, why it was refused): not loaded again until the alias points elsewhere.
+        self._refused: dict[str, tuple[str, str]] = {}
         self._publish_serving()
 
     def attach_hub(self, *, hf_api: Any = None, sync: Any = None) -> None:
@@ -148,14 +170,42 @@ class ClassifrService:
         return _loaded(current), candidate, share
 
     def health(self) -> dict[str, Any]:
-        """`{"status": "ok" | "loading" | "failed", "version": ..., "reason"?}` for /health."""
+        """`{"status": "ok" | "loading" | "degraded" | "failed", "version": ..., "reason"?, "refused"?}`
+        for /health (docs/api.md, "/health"), with "storage": `storage_status()`."""
+        return {**self._model_health(), "storage": self.storage_status()}
+
+    def storage_status(self) -> dict[str, Any]:
+        """`{"paused": bool, "reason": str | None, "free_bytes": int, "repairs": [...]}`: whether new
+        photos, corrections and predictions can be stored now (docs/storage.md). Predictions are
+        served either way; `repairs`: what the dataset's check at opening fixed or found."""
+        states = [self.dataset.storage]
+        if self.prediction_log is not None:
+            states.append(self.prediction_log.storage)
+        reason = next((problem for problem in (state.problem() for state in states) if problem), None)
+        return {
+            "paused": reason is not None,
+            "reason": reason,
+            "free_bytes": disk_free(self.settings.home),
+            "repairs": list(self.dataset.repairs),
+        }
+
+    def _model_health(self) -> dict[str, Any]:
+        """The serving model's state: "degraded" while its last prediction gave non-finite scores;
+        "refused" names a production version that failed its checks (the previous one still serves)."""
         with self._lock:
             current = self._classifier
-        if not isinstance(current, PendingModel) or current.ready:
-            return {"status": "ok", "version": current.version}
-        if current.error is not None:
-            return {"status": "failed", "version": current.version, "reason": current.error}
-        return {"status": "loading", "version": current.version}
+            refused = self._refused.get("production")
+        state: dict[str, Any] = {"version": current.version}
+        if refused is not None:
+            state["refused"] = {"version": refused[0], "reason": refused[1]}
+        if isinstance(current, PendingModel) and not current.ready:
+            if current.error is not None:
+                return {"status": "failed", **state, "reason": current.error}
+            return {"status": "loading", **state}
+        problem = _loaded(current).output_problem
+        if problem is not None:
+            return {"status": "degraded", **state, "reason": problem}
+        return {"status": "ok", **state}
 
     @property
     def candidate_version(self) -> str | None:
@@ -196,9 +246,11 @@ class ClassifrService:
         """What runs the serving version's predictions: "onnx" (ONNX Runtime) or "torch"."""
         return self.classifier.backend
 
-    def predict(self, source: Any, *, top_k: int | None = None, name: str | None = None) -> PredictionResult:
+    def predict(
+        self, source: Any, *, top_k: int | None = None, name: str | None = None, origin: str = "cli"
+    ) -> PredictionResult:
         """Classify one image; a bad image raises InvalidImageError (a ValueError) with a readable message."""
-        result = self.predict_batch([source], top_k=top_k, names=[name])[0]
+        result = self.predict_batch([source], top_k=top_k, names=[name], origin=origin)[0]
         if result.error is not None:
             raise InvalidImageError(result.error)
         return result
@@ -214,8 +266,11 @@ class ClassifrService:
         """Classify many images in one forward pass per serving version (production, and the canary's
         candidate); an unreadable image gets an error result, not an exception.
 
-        `origin` ("ui", "api" or "cli") is recorded in the prediction log and the metrics.
+        `origin` (one of `ORIGINS`: "ui", "api", "cli", "feedback") is recorded in the prediction log
+        and the metrics (docs/monitoring.md, "Origins").
         """
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, got {origin!r}")
         started = time.perf_counter()
         top_k = self.settings.top_k if top_k is None else top_k
         names = list(names) if names is not None else [None] * len(sources)
@@ -293,41 +348,54 @@ class ClassifrService:
     ) -> ExplainResult:
         """Explain the serving model's decision on one image, rendered over the photo.
 
-        The overlay is as large as the photo (or `max_side`, for display); the attribution itself
-        runs on the model's input size, from a decode as small as the model allows.
+        The overlay is as large as the photo (or `max_side`, for display) and is drawn at that size;
+        the attribution itself runs on the model's input size, from a decode as small as the model
+        allows. At most `max_concurrent_explanations` run at once; others wait.
         """
-        from classifr.inference.explain import IG_STEPS
+        from classifr.inference.explain import IG_STEPS, model_sized
         from classifr.inference.overlay import fit, render
 
         steps = IG_STEPS if steps is None else steps
-        classifier = self.classifier
-        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
-        explanation = self._explainer(classifier).explain(
-            decoded.image, method=method, target=target, steps=steps, baseline=baseline
-        )
-        photo = self._photo(decoded, source, max_side, name)
-        picture = fit(render(photo, explanation, decoded_size=decoded.image.size, view=view), max_side)
-        return ExplainResult(image=decoded.name, version=classifier.version, picture=picture, explanation=explanation)
+        with self._explaining:
+            classifier = self.classifier
+            decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+            seen = model_sized(decoded.image, classifier.min_side)
+            explanation = self._explainer(classifier).explain(
+                seen, method=method, target=target, steps=steps, baseline=baseline
+            )
+            photo, label = self._photo(decoded, source, max_side, name), decoded.name
+            del decoded  # a full-size non-JPEG decode is not needed once the photo is fitted
+            picture = fit(render(photo, explanation, decoded_size=seen.size, view=view), max_side)
+        return ExplainResult(image=label, version=classifier.version, picture=picture, explanation=explanation)
 
     def explain_layers(self, source: Any, *, name: str | None = None) -> ExplainResult:
         """How each stage of the backbone responds to the image, as one grid picture."""
+        from classifr.inference.explain import model_sized
         from classifr.inference.overlay import stage_grid
 
-        classifier = self.classifier
-        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
-        explainer = self._explainer(classifier)
-        stages = explainer.stage_maps(decoded.image)
-        seen = decoded.image.crop(tuple(round(v) for v in explainer.input_box(decoded.image)))
-        return ExplainResult(
-            image=decoded.name, version=classifier.version, picture=stage_grid(seen, stages), stages=tuple(stages)
-        )
+        with self._explaining:
+            classifier = self.classifier
+            decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+            image = model_sized(decoded.image, classifier.min_side)
+            explainer = self._explainer(classifier)
+            stages = explainer.stage_maps(image)
+            seen = image.crop(tuple(round(v) for v in explainer.input_box(image)))
+            picture = stage_grid(seen, stages)
+        return ExplainResult(image=decoded.name, version=classifier.version, picture=picture, stages=tuple(stages))
 
     def _photo(self, decoded: LoadedImage, source: Any, max_side: int | None, name: str | None) -> Image.Image:
-        """The photo to draw on: decoded again, larger, when the model's decode was a reduced draft."""
-        if decoded.image.size == decoded.original_size:
-            return decoded.image
-        again = decoded.data if decoded.data is not None else source
-        return read_image(again, limits=self.limits, min_side=max_side, name=name or decoded.name).image
+        """The photo to draw on, fitted to `max_side` (the whole photo when None): decoded again,
+        larger, only when the model's decode was a reduced draft smaller than that."""
+        from classifr.inference.overlay import fit
+
+        image = decoded.image
+        if image.size != decoded.original_size and (max_side is None or max(image.size) < max_side):
+            width, height = decoded.original_size
+            # draft() keeps both sides at least the request: ask for the shorter side the display needs.
+            needed = None if max_side is None else -(-max_side * min(width, height) // max(width, height))
+            again = decoded.data if decoded.data is not None else source
+            image = read_image(again, limits=self.limits, min_side=needed, name=name or decoded.name).image
+        return fit(image, max_side)
 
     def _explainer(self, classifier: Classifier) -> Explainer:
         with self._lock:
@@ -362,38 +430,88 @@ class ClassifrService:
     def record_feedback(
         self,
         source: Any,
-        label: str,
+        label: str | None,
         *,
-        prediction: dict[str, Any] | None = None,
+        prediction: Any = None,
         contributor: str | None = None,
         name: str | None = None,
     ) -> AddResult:
-        """Store an image with the label a contributor gave after seeing the model's prediction.
+        """Store a photo with a contributor's answer to a prediction: `label`, or None to confirm
+        the model's top label. A confirmation when the answer is the top label, else a correction.
 
-        It is a confirmation when the label is the model's top label, else a correction. Without
-        the prediction the contributor saw (`PredictionResult.to_json()`), the model predicts now.
+        `prediction` names the prediction answered: its id, or the `predict` result as it came back
+        (docs/api.md, "Feedback"). What the model said comes from the prediction log, never from the
+        caller: the photo must be the one that prediction was made for, and any field passed back
+        must match the log. Without an id, or with the log off, the serving model predicts now
+        (origin "feedback") and that is the prediction answered. FeedbackError when refused.
         """
-        if prediction is None:
-            prediction = self.predict(source, name=name).to_json()
-        feedback = feedback_from(prediction)
-        kind = "confirmation" if label.strip().casefold() == feedback.predicted_label.casefold() else "correction"
-        example = Example(source, label, name=name, feedback=feedback)
+        claim = parse_claim(prediction)
+        _check_answer(label)
+        loaded = read_image(source, limits=self.limits, min_side=FEEDBACK_DECODE_SIDE, name=name)
+        photo = loaded.data if loaded.data is not None else source  # store exactly the bytes checked
+        if claim.id is not None and self.prediction_log is not None:
+            record = self._logged_prediction(claim)
+            if record["image_sha256"] != loaded.sha256:
+                raise FeedbackError(f"this photo is not the one prediction {claim.id[:8]} was made for: classify it, then answer")
+            return self._store_feedback(photo, label, feedback_of(record), record["id"], contributor, name)
+        fresh = self.predict(photo, name=name, origin="feedback")
+        top = fresh.predictions[0]
+        said = Feedback(predicted_label=top.label, score=float(top.score), model_version=fresh.version)
+        return self._store_feedback(photo, label, said, fresh.id if self.prediction_log else None, contributor, name)
+
+    def review_feedback(
+        self, prediction_id: Any, label: str | None, *, grant: MaintainerGrant | None, contributor: str | None = None
+    ) -> AddResult:
+        """Confirm (`label` None) or correct a logged prediction from the Monitor's review queue:
+        the photo and what the model said both come from the prediction log. The photo may have
+        been sent only to be classified, so only a maintainer (`grant`) may store it."""
+        self._grants.check(grant)
+        log = self._require_log()
+        _check_answer(label)
+        record = self._logged_prediction(PredictionClaim(id=feedback_prediction_id(prediction_id)))
+        photo = log.image(record["id"])
+        if photo is None:
+            raise FeedbackError(f"the photo of prediction {record['id'][:8]} is no longer kept; refresh the queue")
+        name = f"review-{record['id'][:8]}.jpg"
+        return self._store_feedback(photo, label, feedback_of(record), record["id"], contributor, name)
+
+    def feedback_conflicts(self, *, grant: MaintainerGrant | None, limit: int = 100) -> list[dict[str, Any]]:
+        """Later answers that differ from the first one given for the same photo, newest first
+        (docs/monitoring.md, "Feedback conflicts"); for maintainers only (`grant`)."""
+        self._grants.check(grant)
+        return self._require_log().feedback_conflicts(limit=limit)
+
+    def _logged_prediction(self, claim: PredictionClaim) -> dict[str, Any]:
+        """The log's record of the claimed prediction, checked against the claim; FeedbackError if unknown."""
+        log = self._require_log()
+        record = log.prediction(claim.id)
+        # Predicted a moment ago: the writer thread may not have written it yet.
+        if record is None and log.flush(FEEDBACK_LOOKUP_WAIT_S):
+            record = log.prediction(claim.id)
+        if record is None:
+            raise FeedbackError(f"unknown or expired prediction id {claim.id!r}: classify the photo again, then answer")
+        check_claim(claim, record)
+        return record
+
+    def _store_feedback(
+        self, photo: Any, label: str | None, said: Feedback, prediction_id: str | None, contributor: str | None, name: str | None
+    ) -> AddResult:
+        answer = said.predicted_label if label is None else label
+        kind = "confirmation" if answer.strip().casefold() == said.predicted_label.casefold() else "correction"
+        example = Example(photo, answer, name=name, feedback=said)
         result = self.dataset.add(example, source=kind, contributor=contributor, known=self.known_labels())
         if result.status != "rejected":
-            self._log_feedback(result, kind, prediction)
+            self._log_feedback(result, kind, prediction_id)
         return result
 
-    def _log_feedback(self, result: AddResult, kind: str, prediction: dict[str, Any]) -> None:
-        """Mark the logged prediction as confirmed or corrected: by its id, else by the image's hash."""
+    def _log_feedback(self, result: AddResult, kind: str, prediction_id: str | None) -> None:
+        """Mark the logged prediction as confirmed or corrected (a later, different answer for the
+        same photo becomes a conflict there: docs/monitoring.md, "Feedback conflicts")."""
         logged_kind = "confirmed" if kind == "confirmation" else "corrected"
         self.metrics.observe_feedback(logged_kind)
-        if self.prediction_log is None:
+        if self.prediction_log is None or prediction_id is None:
             return
-        prediction_id = prediction.get("id") if isinstance(prediction.get("id"), str) else None
-        self.prediction_log.record_feedback(
-            label=result.label, kind=logged_kind, prediction_id=prediction_id,
-            image_sha256=None if prediction_id else result.sha256,
-        )
+        self.prediction_log.record_feedback(label=result.label, kind=logged_kind, prediction_id=prediction_id)
 
     def add_examples(
         self,
@@ -418,24 +536,44 @@ class ClassifrService:
         return self.registry.list_versions() if self.registry else []
 
     def promote(self, ref: str) -> VersionInfo:
-        """Make `ref` production and serve it from the next request on."""
-        info = self._require_registry().promote(ref)
-        self._switch_to(info.version)
+        """Make `ref` production and serve it from the next request on.
+
+        The version is loaded and checked first (classifr.inference.version_check): one that fails
+        raises VersionCheckError with the reason, and production stays where it was.
+        """
+        registry = self._require_registry()
+        version = registry.resolve(ref)
+        classifier = self._loaded_version(version)
+        info = registry.promote(version)
+        self._switch_to(info.version, classifier)
         self._follow_candidate()
         return info
 
     def rollback(self) -> VersionInfo:
-        """Serve the previous production version again."""
-        info = self._require_registry().rollback()
-        self._switch_to(info.version)
+        """Serve the previous production version again; refused, like promote, if it fails its checks."""
+        registry = self._require_registry()
+        target = registry.rollback_target()
+        classifier = self._loaded_version(target)
+        info = registry.rollback()
+        self._switch_to(info.version, classifier if info.version == target else None)
         self._follow_candidate()
         return info
 
     def refresh(self) -> str:
         """Serve what `production` points at now (another process may have promoted or rolled back),
-        and, while the canary share is above 0, what `candidate` points at."""
+        and, while the canary share is above 0, what `candidate` points at.
+
+        A version that fails to load or to pass its checks never replaces the serving one: it
+        raises once, and is then skipped (no second load) until `production` points elsewhere.
+        """
         if self.registry is not None:
-            self._switch_to(self.registry.resolve("production"))
+            production = self.registry.resolve("production")
+            if not self._is_refused("production", production):
+                try:
+                    self._switch_to(production)
+                except Exception as err:
+                    self._refuse("production", production, err)
+                    raise
             self._follow_candidate()
         return self.serving_version
 
@@ -443,31 +581,66 @@ class ClassifrService:
         """Check `production` every `interval_s` in a background thread; set the returned event to stop.
 
         A training run or a `classifr promote` in another process then reaches the running app
-        without a restart; requests already running finish on the model they started with.
+        without a restart; requests already running finish on the model they started with. Any
+        failure is logged (once while it repeats) and the last good version keeps serving.
         """
         stop = threading.Event()
 
         def loop() -> None:
+            last_problem = None
             while not stop.wait(interval_s):
                 try:
                     self.refresh()
-                except ClassifrError as err:
-                    logger.warning("could not check the production version: %s", err)
+                    last_problem = None
+                except Exception as err:  # noqa: BLE001 - the follower must outlive any failure
+                    problem = f"{type(err).__name__}: {err}"
+                    if problem != last_problem:
+                        self._log_follow_failure(err)
+                    last_problem = problem
 
         threading.Thread(target=loop, name="classifr-follow-production", daemon=True).start()
         return stop
 
-    def _switch_to(self, version: str) -> None:
-        if version == self.serving_version:
-            return
+    def _log_follow_failure(self, err: Exception) -> None:
+        message = "could not follow the production version (still serving %s): %s"
+        if isinstance(err, ClassifrError):
+            logger.warning(message, self.serving_version, err)
+        else:  # a bug, not a bad version: keep its traceback
+            logger.exception(message, self.serving_version, f"{type(err).__name__}: {err}")
+
+    def _is_refused(self, alias: str, version: str) -> bool:
+        """True while `alias` still points at the version refused for it; forgets it once it moved."""
+        with self._lock:
+            refused = self._refused.get(alias)
+            if refused is not None and refused[0] != version:
+                del self._refused[alias]
+                refused = None
+        return refused is not None
+
+    def _refuse(self, alias: str, version: str, err: Exception) -> None:
+        with self._lock:
+            self._refused[alias] = (version, str(err) or type(err).__name__)
+
+    def _loaded_version(self, version: str) -> Classifier:
+        """`version` loaded and checked: the canary's candidate when it is that version (it passed the
+        same checks when it was loaded), else a new load."""
         with self._lock:
             candidate = self._candidate
         if candidate is not None and candidate.version == version:
-            classifier = candidate  # promoting the canary's candidate: no second load
-        else:
-            classifier = self._load(self._require_registry().local_path(version), version)
+            return candidate
+        return self._load(self._require_registry().local_path(version), version)
+
+    def _switch_to(self, version: str, classifier: Classifier | None = None) -> None:
+        """Serve `version` (`classifier`, when it is loaded already); a load that fails raises and
+        leaves the serving version as it was."""
+        if version == self.serving_version:
+            return
+        if classifier is None:
+            classifier = self._loaded_version(version)
         with self._lock:
             self._classifier = classifier
+            if self._refused.get("production", (None,))[0] == version:
+                del self._refused["production"]  # it loads and passes now (e.g. a promote after a Hub outage)
         self._publish_serving()
         logger.info("now serving %s", version)
 
@@ -484,19 +657,30 @@ class ClassifrService:
                 wanted = None
         with self._lock:
             current = self._candidate.version if self._candidate is not None else None
+        if wanted is not None and self._is_refused("candidate", wanted):
+            wanted = None  # failed its checks already: no canary until `candidate` moves
         if wanted == current:
             return
-        loaded = self._load(registry.local_path(wanted), wanted) if wanted else None
+        loaded = None
+        if wanted is not None:
+            try:
+                loaded = self._load(registry.local_path(wanted), wanted)
+            except Exception as err:  # noqa: BLE001 - a bad candidate must not stop production from being followed
+                self._refuse("candidate", wanted, err)
+                logger.warning("canary off: the candidate %s was refused: %s", wanted, err,
+                               exc_info=not isinstance(err, ClassifrError))
+                wanted = None
         with self._lock:
             self._candidate = loaded
         self._publish_serving()
         logger.info("canary: %s", f"{wanted} serves {self.canary_share:.0%} of predictions" if wanted else "off")
 
     def _load(self, folder: Path, version: str) -> Classifier:
-        """A registry version on the configured backend (CLASSIFR_BACKEND)."""
-        from classifr.inference.onnx_backend import load_classifier
+        """A registry version on the configured backend (CLASSIFR_BACKEND), once it has passed the
+        promotion checks (classifr.inference.version_check); VersionCheckError says why not."""
+        from classifr.inference.version_check import load_promotable
 
-        return load_classifier(folder, version=version, backend=self.settings.backend, num_threads=self.settings.num_threads)
+        return load_promotable(folder, version=version, settings=self.settings)
 
     def _publish_serving(self) -> None:
         self.metrics.set_serving(self.serving_roles())
@@ -518,9 +702,16 @@ class ClassifrService:
         """False when CLASSIFR_PREDICTION_LOG=0: there is nothing to monitor."""
         return self.prediction_log is not None
 
-    def require_maintainer(self, password: str | None, oauth_token: str | None = None) -> str:
-        """How a maintainer action is allowed ("password" or "org:NAME"); NotAMaintainerError otherwise."""
-        return require_maintainer(self.settings, password=password, oauth_token=oauth_token, hf_api=self.hf_api)
+    def require_maintainer(self, password: str | None, oauth_token: str | None = None, *, client: str | None = None) -> str:
+        """How a maintainer action is allowed ("password" or "org:NAME"); NotAMaintainerError otherwise.
+
+        `client` is the caller's address: wrong passwords are limited per address, and a locked-out
+        one gets MaintainerLockedOutError without its password being compared (docs/api.md).
+        """
+        return require_maintainer(
+            self.settings, password=password, oauth_token=oauth_token, hf_api=self.hf_api,
+            attempts=self.password_attempts, client=client,
+        )
 
     def model_card(self, ref: str | None = None) -> ModelOverview:
         """The overview of `ref` (default: the serving version), with the project's pending labels."""
@@ -571,8 +762,30 @@ class ClassifrService:
         return read_report(self.settings.home, name)
 
     def metrics_text(self) -> bytes:
-        """The Prometheus exposition of the serving metrics, for `GET /metrics`."""
+        """The Prometheus exposition of the serving metrics and the process's health, for `GET /metrics`."""
         return self.metrics.render()
+
+    def observe_request(self, *, wait_s: float | None, work_s: float) -> None:
+        """A predict event as its caller saw it: waiting before the handler ran (None when unknown) and
+        the handler's own time; /metrics and `process_stats` report them."""
+        self.metrics.observe_request(wait_s=wait_s, work_s=work_s)
+
+    def process_stats(self) -> dict[str, Any]:
+        """The Monitor's "Server" panel: CPU, memory, free disk of the home, the log's queue, and latency
+        percentiles in ms, as the caller sees it (`caller_ms`: waiting + work of predict events) and
+        the server's own (`server_ms`: decode + model in `predict_batch`); None where nothing was measured."""
+        caller = self.metrics.recent_caller.percentiles(0.5, 0.95)
+        server = self.metrics.recent_server.percentiles(0.5, 0.95)
+        return {
+            **self.process_health.snapshot(),
+            "log_queue_depth": self._log_queue_depth(),
+            "caller_ms": _in_ms(caller, len(self.metrics.recent_caller)),
+            "server_ms": _in_ms(server, len(self.metrics.recent_server)),
+        }
+
+    def _log_queue_depth(self) -> int:
+        log = self.prediction_log
+        return log.queue_depth if log is not None else 0
 
     @property
     def metrics_content_type(self) -> str:
@@ -595,16 +808,35 @@ class ClassifrService:
         """The most predicted labels with their counts."""
         return self._require_log().label_distribution(version=version, since=since, limit=limit)
 
-    def gallery(self, kind: str, *, version: str | None = None, limit: int = 24) -> list[dict[str, Any]]:
-        """The newest "corrected" or "confirmed" predictions."""
+    def maintainer_grant(
+        self, password: str | None, oauth_token: str | None = None, *, client: str | None = None
+    ) -> MaintainerGrant:
+        """Proof, for the methods that return logged photos, that a maintainer asks (see
+        `require_maintainer`, whose password limits apply); NotAMaintainerError otherwise."""
+        return self._grants.issue(self.require_maintainer(password, oauth_token, client=client))
+
+    # Photos from the prediction log were sent by anyone, often only to be classified: they are
+    # shown to maintainers only (docs/privacy.md), so each method below takes a maintainer grant.
+
+    def gallery(
+        self, kind: str, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 24
+    ) -> list[dict[str, Any]]:
+        """The newest "corrected" or "confirmed" predictions; NotAMaintainerError without a grant."""
+        self._grants.check(grant)
         return self._require_log().gallery(kind, version=version, limit=limit)
 
-    def review_queue(self, *, version: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
-        """The least confident predictions that still have their image and no feedback."""
+    def review_queue(
+        self, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 12
+    ) -> list[dict[str, Any]]:
+        """The least confident predictions that still have their image and no feedback;
+        NotAMaintainerError without a grant."""
+        self._grants.check(grant)
         return self._require_log().review_queue(version=version, limit=limit)
 
-    def logged_image(self, prediction_id: str) -> bytes | None:
-        """The stored copy of a logged prediction's image; None when it is no longer kept (or never was)."""
+    def logged_image(self, prediction_id: str, *, grant: MaintainerGrant | None) -> bytes | None:
+        """The stored copy of a logged prediction's image; None when it is no longer kept (or never
+        was); NotAMaintainerError without a grant."""
+        self._grants.check(grant)
         return self.prediction_log.image(prediction_id) if self.prediction_log is not None else None
 
     def flush_prediction_log(self) -> bool:
@@ -638,18 +870,15 @@ class ClassifrService:
         return self.prediction_log
 
 
-def feedback_from(prediction: dict[str, Any]) -> Feedback:
-    """The model's top prediction out of a `PredictionResult.to_json()` payload, checked."""
-    try:
-        top = prediction["predictions"][0]
-        return Feedback(predicted_label=top["label"], score=top["score"], model_version=prediction["version"])
-    except (KeyError, IndexError, TypeError) as err:
-        raise ClassifrError(f"the prediction to correct is missing or malformed ({_short(prediction)}): no {err}") from None
+def _check_answer(label: Any) -> None:
+    """A contributor's answer is text or None (confirm); its content is the dataset's to check."""
+    if label is not None and not isinstance(label, str):
+        raise FeedbackError(f"the label must be text, got {type(label).__name__}")
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _in_ms(percentiles: list[float | None], count: int) -> dict[str, Any]:
+    p50, p95 = (None if v is None else v * 1000 for v in percentiles)
+    return {"p50": p50, "p95": p95, "count": count}
 
 
 def _describe(source: Any) -> str:

@@ -125,6 +125,8 @@ class Settings:
     top_k: int = 5
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 120_000_000
+    max_decoded_bytes: int = 100 * 1024 * 1024  # CLASSIFR_MAX_DECODED_MB: memory one image may take once decoded
+    max_concurrent_explanations: int = 2  # CLASSIFR_MAX_CONCURRENT_EXPLANATIONS: more wait their turn
     max_batch_size: int = 8
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     examples_dir: Path | None = None  # CLASSIFR_EXAMPLES_DIR: example images shown in the app
@@ -137,6 +139,7 @@ class Settings:
     prediction_log: bool = True  # CLASSIFR_PREDICTION_LOG=0 turns the SQLite prediction log off
     store_images: bool = True  # CLASSIFR_STORE_IMAGES=0: log predictions without keeping a copy of the image
     max_stored_images: int = 2000  # the newest N logged images are kept (about 30 KB each), older ones deleted
+    thumbnail_retention_days: int = 30  # a logged image nobody confirmed or corrected is deleted after N days
     canary_share: float = 0.0  # CLASSIFR_CANARY_SHARE: share of predictions served by the `candidate` version
     # CLASSIFR_BACKEND: what runs predictions. auto: ONNX Runtime when the version has a verified
     # ONNX export, else PyTorch; torch / onnx force one (onnx refuses a version without an export).
@@ -179,6 +182,8 @@ class Settings:
             top_k=_int(env, "CLASSIFR_TOP_K", 5, minimum=1, maximum=100),
             max_image_bytes=_int(env, "CLASSIFR_MAX_IMAGE_MB", 50, minimum=1, maximum=1024) * 1024 * 1024,
             max_image_pixels=_int(env, "CLASSIFR_MAX_IMAGE_PIXELS", 120_000_000, minimum=1, maximum=1_000_000_000),
+            max_decoded_bytes=_int(env, "CLASSIFR_MAX_DECODED_MB", 100, minimum=1, maximum=64 * 1024) * 1024 * 1024,
+            max_concurrent_explanations=_int(env, "CLASSIFR_MAX_CONCURRENT_EXPLANATIONS", 2, minimum=1, maximum=64),
             max_batch_size=_int(env, "CLASSIFR_MAX_BATCH", 8, minimum=1, maximum=256),
             num_threads=_int(env, "CLASSIFR_NUM_THREADS", os.cpu_count() or 1, minimum=1, maximum=256),
             examples_dir=_folder(env, "CLASSIFR_EXAMPLES_DIR"),
@@ -191,6 +196,7 @@ class Settings:
             prediction_log=_switch(env, "CLASSIFR_PREDICTION_LOG", True),
             store_images=_switch(env, "CLASSIFR_STORE_IMAGES", True),
             max_stored_images=_int(env, "CLASSIFR_MAX_STORED_IMAGES", 2000, minimum=0, maximum=10_000_000),
+            thumbnail_retention_days=_int(env, "CLASSIFR_THUMBNAIL_RETENTION_DAYS", 30, minimum=1, maximum=3650),
             canary_share=_share(env, "CLASSIFR_CANARY_SHARE", 0.0),
             backend=_choice(env, "CLASSIFR_BACKEND", BACKENDS, "auto"),
             onnx_verify_images=_int(env, "CLASSIFR_ONNX_VERIFY_IMAGES", 64, minimum=1, maximum=10_000),

@@ -42,3 +42,7 @@ class RegistryError(ClassifrError, OSError):
 
 class ModelLoadError(ClassifrError, OSError):
     """A model checkpoint could not be loaded or is not an image classifier."""
+
+
+class FeedbackError(ClassifrError, ValueError):
+    """A confirmation or correction is malformed or does not match the server's record of the prediction."""

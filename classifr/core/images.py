@@ -24,7 +24,7 @@ import stat
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import IO, Any
 
 import numpy as np
@@ -60,6 +60,9 @@ class ImageLimits:
     max_bytes: int = 50 * _MB  # encoded size
     max_pixels: int = 120_000_000  # width * height
     max_side: int = 30_000  # either side
+    # Memory the decode holds at once (`decoded_bytes`), after any reduced JPEG decode: a 14 KB
+    # 1-bit PNG under max_pixels can still need 570 MB (docs/speed.md, "Memory per request").
+    max_decoded_bytes: int = 100 * _MB
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -101,11 +104,19 @@ class LoadedImage:
 
 THUMBNAIL_SIDE = 512  # large enough to review, explain and train a 224-300 px model on again
 KEEP_AS_IS_BYTES = 256 * 1024
+# What a stored copy is encoded as, by the input's format (docs/privacy.md): JPEG stays JPEG, every
+# other format becomes lossless PNG.
+_STORED_AS_JPEG = frozenset({"JPEG", "MPO"})
+# JPEG markers that code the picture itself (frames, Huffman/arithmetic and quantization tables,
+# restart interval, scans, line count); every other one (APP1-APP15, COM, ...) carries metadata.
+_PICTURE_MARKERS = frozenset({*range(0xC0, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD})
+_BARE_JFIF_LENGTH = 16  # APP0 length field: itself, "JFIF\0", version, units, densities, 0x0 thumbnail
 
 
 def jpeg_thumbnail(image: Image.Image, *, max_side: int = THUMBNAIL_SIDE, quality: int = 85) -> bytes:
-    """A JPEG copy of a decoded image, its longer side at most `max_side` (the prediction log keeps these)."""
-    copy = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    """A JPEG copy of a decoded image, its longer side at most `max_side`, without any metadata
+    (the prediction log keeps these)."""
+    copy = _bare(image, "RGB")
     # reducing_gap: a box reduction first, then bilinear; half the time of a plain bicubic resize.
     copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     out = io.BytesIO()
@@ -114,12 +125,127 @@ def jpeg_thumbnail(image: Image.Image, *, max_side: int = THUMBNAIL_SIDE, qualit
 
 
 def stored_copy(loaded: LoadedImage) -> bytes:
-    """What the prediction log keeps of an input: a small JPEG as received (no re-encoding, which
-    costs milliseconds and quality), anything larger as a thumbnail of the decoded image."""
+    """What the prediction log keeps of an input: a small JPEG that holds nothing but the picture
+    as received (re-encoding costs milliseconds and quality), anything else as a thumbnail of the
+    decoded, upright pixels. Never bytes with metadata in them (docs/privacy.md)."""
     small = loaded.data is not None and len(loaded.data) <= KEEP_AS_IS_BYTES
-    if small and loaded.format == "JPEG" and max(loaded.original_size) <= 2 * THUMBNAIL_SIDE:
+    if small and loaded.format == "JPEG" and max(loaded.original_size) <= 2 * THUMBNAIL_SIDE and is_bare_jpeg(loaded.data):
         return loaded.data
     return jpeg_thumbnail(loaded.image)
+
+
+def metadata_free_encoding(loaded: LoadedImage, limits: ImageLimits = ImageLimits()) -> tuple[bytes, str]:
+    """(bytes, "JPEG" or "PNG"): the image to store, encoded from its decoded, upright pixels at
+    full resolution (or, for a JPEG too large for `limits.max_decoded_bytes`, at the largest
+    reduced scale that fits), with no metadata at all (no EXIF, XMP, IPTC, ICC profile, comment or text chunk).
+
+    A JPEG (or MPO) input stays a JPEG, encoded with the source's own quantization tables and
+    chroma subsampling, so quality and size stay close to the original; every other input becomes
+    a PNG. A JPEG with nothing to remove (`is_bare_jpeg`) is kept as it is: re-encoding would only
+    lose quality, and storing a stored file again gives the same file. The encoders are
+    deterministic: the same input always gives the same bytes.
+    """
+    if loaded.format == "JPEG" and loaded.data is not None and is_bare_jpeg(loaded.data):
+        return loaded.data, "JPEG"
+    image = _full_resolution(loaded, limits)
+    if loaded.format in _STORED_AS_JPEG and loaded.data is not None:
+        return _jpeg_like_source(image, loaded.data), "JPEG"
+    out = io.BytesIO()
+    _bare(image, "RGB").save(out, format="PNG")
+    return out.getvalue(), "PNG"
+
+
+def is_bare_jpeg(data: bytes) -> bool:
+    """Whether a JPEG holds nothing but its picture: the segments that code the pixels and at most a
+    JFIF header without a thumbnail, with nothing after its end. So no EXIF (and no orientation to
+    apply), XMP, ICC profile, comment, embedded preview or trailing data. Anything unexpected,
+    malformed included, answers False (and the caller re-encodes)."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    pos, end = 2, len(data)
+    while pos + 2 <= end:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image: nothing may follow
+            return pos + 2 == end
+        if pos + 4 > end:
+            return False
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > end or not _is_picture_segment(marker, data[pos + 4 : pos + 2 + length]):
+            return False
+        pos += 2 + length
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+            pos = _after_entropy_coded_data(data, pos)
+    return False
+
+
+def _is_picture_segment(marker: int, payload: bytes) -> bool:
+    if marker == 0xE0:  # APP0: only a plain JFIF header (a JFXX or JFIF thumbnail is a second picture)
+        return len(payload) + 2 == _BARE_JFIF_LENGTH and payload.startswith(b"JFIF\x00") and payload[12:14] == b"\x00\x00"
+    return marker in _PICTURE_MARKERS
+
+
+def _after_entropy_coded_data(data: bytes, pos: int) -> int:
+    """The position of the marker that ends a scan's data (0xFF00 is a stuffed byte, 0xFFD0-D7 restarts)."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
+            pos += 2
+        elif following == 0xFF:
+            pos += 1
+        else:
+            return pos
+
+
+def _full_resolution(loaded: LoadedImage, limits: ImageLimits) -> Image.Image:
+    """The decoded pixels at the largest size the decoded-bytes budget allows: the original size
+    when it fits, else a JPEG decoded again at 1/2, 1/4 or 1/8 (docs/privacy.md, "What is removed").
+
+    The bytes passed the caller's other limits once already, so only the budget can refuse them.
+    """
+    if loaded.image.size == loaded.original_size or loaded.data is None:
+        return loaded.image
+    width, height = loaded.original_size
+    own = replace(limits, max_bytes=len(loaded.data), max_pixels=width * height, max_side=max(width, height))
+    fits = (s for s in (1, 2, 4) if decoded_bytes("RGB", (-(-width // s), -(-height // s)), transposed=True) <= limits.max_decoded_bytes)
+    scale = next(fits, 8)  # draft() goes no further than 1/8
+    min_side = None if scale == 1 else max(1, min(width, height) // scale)
+    return read_image(loaded.data, limits=own, min_side=min_side, name=loaded.name).image
+
+
+def _jpeg_like_source(image: Image.Image, source: bytes) -> bytes:
+    """`image` as a JPEG with the quantization tables and subsampling of the JPEG `source`.
+
+    Opening `source` again reads its headers only. A greyscale source stays greyscale (its one
+    table would otherwise be paired with libjpeg's default chroma table).
+    """
+    header = Image.open(io.BytesIO(source), formats=("JPEG", "MPO"))
+    tables = [header.quantization[key] for key in sorted(header.quantization)][:2]
+    mode = "L" if header.mode == "L" else "RGB"
+    if mode == "RGB" and len(tables) == 1:
+        tables.append(tables[0])
+    out = io.BytesIO()
+    _bare(image, mode).save(out, format="JPEG", qtables=tables, subsampling=JpegImagePlugin.get_sampling(header))
+    return out.getvalue()
+
+
+def _bare(image: Image.Image, mode: str) -> Image.Image:
+    """A copy of `image` in `mode` with an empty `info`.
+
+    Encoders copy some `info` keys into the file on their own (JPEG: the comment; PNG: the ICC
+    profile and transparency), so a copy that has none cannot carry metadata, whatever the Pillow
+    version. A copy: `image` may be the caller's own object.
+    """
+    copy = image.convert(mode) if image.mode != mode else image.copy()
+    copy.info = {}
+    return copy
 
 
 def describe_limits(limits: ImageLimits) -> str:
@@ -250,8 +376,13 @@ def _decode(data: bytes, label: str, limits: ImageLimits, min_side: int | None) 
             # so both decoded sides stay >= min_side. An EXIF rotation swaps the sides, but the
             # request is the same for both, so it needs no special case.
             img.draft("RGB", (min_side, min_side))
+        # After draft(): img.size and img.mode are what the decoder will produce.
+        _check_decoded_bytes(
+            img.mode, img.size, label, limits, header_size=header_size,
+            transposed=_header_says_rotate(img), transparency="transparency" in img.info,
+        )
         _load(img, label)
-    return _finish(img, header_size, image_format, data, label)
+    return _finish(img, header_size, image_format, data, label, limits)
 
 
 def _open(data: bytes, label: str, limits: ImageLimits) -> ImageFile.ImageFile:
@@ -317,6 +448,72 @@ def _check_dimensions(size: tuple[int, int], label: str, limits: ImageLimits) ->
         )
 
 
+def decoded_bytes(mode: str, size: tuple[int, int], *, transposed: bool = False, transparency: bool = False) -> int:
+    """The most memory that decoding an image of `mode` and `size` into RGB holds at once.
+
+    The decoded buffer in its own mode, its EXIF-rotated copy when there is one (both are alive),
+    and what `_to_rgb` allocates on top. Pillow keeps 1, L and P in 1 byte a pixel, I;16 in 2 and
+    every other mode, RGB included, in 4.
+    """
+    pixels = size[0] * size[1]
+    source = pixels * _pixel_bytes(mode)
+    return source * (2 if transposed else 1) + pixels * _conversion_bytes(mode, transparency)
+
+
+def _pixel_bytes(mode: str) -> int:
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _conversion_bytes(mode: str, transparency: bool) -> int:
+    """Bytes a pixel that `_to_rgb` adds to the source buffer at its peak."""
+    if mode == "RGB" and not transparency:
+        return 0  # returned as it is
+    if mode.startswith("I;16"):
+        return 15  # numpy copy (2), two uint32 temporaries (8), grey (1), RGB (4)
+    if mode in ("I", "F"):
+        return 40  # numpy copy (4), up to three float64 temporaries and a mask (25), grey (1), RGB (4), rounded up
+    if mode in _ALPHA_MODES or transparency:
+        return (0 if mode == "RGBA" else 4) + 4  # the RGBA copy, the white RGB it is pasted onto
+    return 4  # 1, L, P, CMYK, YCbCr, LAB, HSV: the RGB result
+
+
+def _header_says_rotate(img: Image.Image) -> bool:
+    """Whether the EXIF orientation, read without decoding, asks for a rotated copy.
+
+    A PNG's eXIf chunk may follow the pixels, and Pillow's getexif() would decode them to find it;
+    `_apply_exif_orientation` checks the budget again once the pixels are in.
+    """
+    if img.format == "PNG" and "exif" not in img.info:
+        return False
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation, 1) not in (None, 1)
+    except Exception:  # an unreadable block is reported (and ignored) by _apply_exif_orientation
+        return False
+
+
+def _check_decoded_bytes(
+    mode: str,
+    size: tuple[int, int],
+    label: str,
+    limits: ImageLimits,
+    *,
+    header_size: tuple[int, int] | None = None,
+    transposed: bool = False,
+    transparency: bool = False,
+) -> None:
+    needed = decoded_bytes(mode, size, transposed=transposed, transparency=transparency)
+    if needed <= limits.max_decoded_bytes:
+        return
+    width, height = header_size or size
+    reduced = f" (decoded at {size[0]}x{size[1]})" if header_size not in (None, size) else ""
+    raise ImageTooLargeError(
+        f"{label} is {width}x{height} pixels{reduced}: {_short_size(needed)} once decoded; "
+        f"the limit is {_short_size(limits.max_decoded_bytes)}"
+    )
+
+
 def _load(img: Image.Image, label: str) -> None:
     """Decode the pixels now (first frame of an animation), so no lazy decoding is left for later."""
     try:
@@ -328,11 +525,16 @@ def _load(img: Image.Image, label: str) -> None:
 
 
 def _finish(
-    img: Image.Image, header_size: tuple[int, int], image_format: str | None, data: bytes | None, label: str
+    img: Image.Image,
+    header_size: tuple[int, int],
+    image_format: str | None,
+    data: bytes | None,
+    label: str,
+    limits: ImageLimits,
 ) -> LoadedImage:
     """Orientation and colour, shared by every source once the pixels are in memory."""
     decoded_size = img.size
-    img, swapped = _apply_exif_orientation(img, label)
+    img, swapped = _apply_exif_orientation(img, label, limits)
     rgb = _to_rgb(img, label)
     original_size = (header_size[1], header_size[0]) if swapped else header_size
     logger.debug(
@@ -348,7 +550,7 @@ def _finish(
     )
 
 
-def _apply_exif_orientation(img: Image.Image, label: str) -> tuple[Image.Image, bool]:
+def _apply_exif_orientation(img: Image.Image, label: str, limits: ImageLimits) -> tuple[Image.Image, bool]:
     """Rotate/flip as the EXIF orientation says; also return whether width and height swapped.
 
     A broken EXIF block is common (editors, messengers) and the pixels are still fine, so it costs
@@ -356,11 +558,17 @@ def _apply_exif_orientation(img: Image.Image, label: str) -> tuple[Image.Image, 
     """
     try:
         orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-        if orientation in (None, 1):
-            return img, False  # exif_transpose would copy the image for nothing
+    except Exception as err:  # EXIF parsing fails in many ways; none of them is fatal
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", label, _reason(err))
+        return img, False
+    if orientation in (None, 1):
+        return img, False  # exif_transpose would copy the image for nothing
+    # The rotated copy and the decoded image are both alive (a PNG's late eXIf was not counted yet).
+    _check_decoded_bytes(img.mode, img.size, label, limits, transposed=True, transparency="transparency" in img.info)
+    try:
         # Not in place: if it fails half way, `img` is untouched and original_size stays right.
         return ImageOps.exif_transpose(img), orientation in _SWAPPING_ORIENTATIONS
-    except Exception as err:  # EXIF parsing fails in many ways; none of them is fatal
+    except Exception as err:
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", label, _reason(err))
         return img, False
 
@@ -376,7 +584,7 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
     if mode in _ALPHA_MODES or "transparency" in img.info:
         # Transparent pixels keep whatever colour they had, often black; a logo on a transparent
         # background must not turn into a black square, so composite onto white.
-        return _on_white(img.convert("RGBA"))
+        return _on_white(img if img.mode == "RGBA" else img.convert("RGBA"))
     try:
         # L, 1, P, CMYK (Pillow already undid Adobe's inverted CMYK while decoding), YCbCr, LAB, HSV.
         return img.convert("RGB")
@@ -408,9 +616,11 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 
 
 def _on_white(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    background.alpha_composite(rgba)
-    return background.convert("RGB")
+    # Pasting with the alpha band as the mask is compositing onto an opaque background, and needs
+    # one RGB buffer instead of three RGBA ones (decoded_bytes counts it).
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba)
+    return background
 
 
 # --- in-memory sources ---------------------------------------------------------------------------
@@ -422,10 +632,11 @@ def _from_pil(img: Image.Image, label: str, limits: ImageLimits) -> LoadedImage:
     Nothing is done to it in place; when it is already upright RGB, the result holds that same object.
     """
     _check_dimensions(img.size, label, limits)  # an Image.open() result may not be decoded yet
+    _check_decoded_bytes(img.mode, img.size, label, limits, transparency="transparency" in img.info)
     with warnings.catch_warnings():  # see _decode
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         _load(img, label)
-    return _finish(img, img.size, img.format, None, label)
+    return _finish(img, img.size, img.format, None, label, limits)
 
 
 def _from_array(array: np.ndarray, label: str, limits: ImageLimits) -> LoadedImage:
@@ -438,8 +649,10 @@ def _from_array(array: np.ndarray, label: str, limits: ImageLimits) -> LoadedIma
         raise InvalidImageError(f"{label} has shape {array.shape}; expected HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
     height, width = array.shape[:2]
     _check_dimensions((width, height), label, limits)
+    mode = "L" if array.ndim == 2 else ("RGB" if array.shape[2] == 3 else "RGBA")
+    _check_decoded_bytes(mode, (width, height), label, limits)
     img = Image.fromarray(np.ascontiguousarray(array))  # 2-D -> L, 3 channels -> RGB, 4 -> RGBA
-    return _finish(img, img.size, None, None, label)
+    return _finish(img, img.size, None, None, label, limits)
 
 
 # --- message helpers -----------------------------------------------------------------------------

@@ -3,21 +3,29 @@
 Layout under `CLASSIFR_HOME/dataset` (what `datasets.load_dataset("imagefolder", data_dir=...)` reads):
 
     metadata.jsonl          one JSON object per line, one line per (image, label)
-    images/ab/abcd....jpg   every image once, named by the SHA-256 of its bytes
+    images/ab/abcd....jpg   every image once, upright and without metadata (docs/privacy.md),
+                            named by the SHA-256 of the stored bytes
     categories.jsonl        categories created by contributors (also those with no image yet)
     README.md               the dataset card (written by `classifr.data.hub_sync`)
 
-Writes are safe across threads and processes: one file lock around every write, the image is
-written to a temporary file, fsynced and renamed into place before its row is appended, and a
-row is appended with a single write and fsynced. A crash therefore leaves at most an image that
-no row points to, or a partial last line, which the next writer cuts off before it appends.
-Everything is append-only, so the Hub sync (classifr.data.hub_sync) pushes only new or grown files.
+Writes are safe across threads and processes, and durable (docs/storage.md): one file lock
+around every write; the image is written to a temporary file, fsynced and renamed into place
+before its row is appended (classifr.core.storage.write_file_atomically); rows are appended whole
+or not at all (classifr.core.storage.append_whole: every byte, fsync, cut back on failure). The
+in-memory index believes a row only once it is on disk, so an image is answered "added" only
+when it is stored. A failed write (disk full, permission, I/O) rejects only the images it
+concerns, with a one-line reason, and pauses storing (`storage`) until a write succeeds.
+
+Opening the dataset checks it (`repairs`): bytes after the last newline of metadata.jsonl or
+categories.jsonl (a torn tail left by a crash or an older build) are moved to
+`.quarantine/<file>.<UTC time>.torn` and the file is cut to its last whole line; unreadable
+lines are reported; leftover temporary files are removed. Everything is append-only, so the Hub
+sync (classifr.data.hub_sync) pushes only new or grown files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,11 +38,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ContextManager
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from classifr.core.errors import ClassifrError, LabelError
-from classifr.core.images import ImageLimits, LoadedImage, read_image
+from classifr.core.images import ImageLimits, LoadedImage, metadata_free_encoding, read_image
 from classifr.core.labels import normalize_label
+from classifr.core.storage import StorageError, StorageState, append_whole, storage_error, write_file_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +56,15 @@ MAX_CONTRIBUTOR_LENGTH = 96
 NEW_CATEGORY = "New category…"  # the UI's choice for "create one"; never a label itself
 CHUNK_SIZE = 64  # images per lock acquisition in add_many: other writers are never kept waiting long
 
-# Stored file suffix per Pillow format. Formats that `datasets`' imagefolder does not list (AVIF)
-# are stored re-encoded as PNG, so load_dataset sees every image a row points to.
-_SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+# Stored file suffix per stored format: metadata_free_encoding gives a JPEG for a JPEG and a PNG
+# for everything else, both formats that `datasets`' imagefolder reads.
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
 # Sidecar files that are not part of the data (never synced to the Hub).
 LOCK_NAME = ".lock"
 TMP_DIR = ".tmp"
+QUARANTINE_DIR = ".quarantine"  # torn tails cut off metadata.jsonl / categories.jsonl, kept for a person to look at
+APPENDED_FILES = ("metadata.jsonl", "categories.jsonl")
+TAIL_BLOCK = 64 * 1024  # bytes read from the end at a time to find the last newline
 
 
 def split_of(sha256: str) -> str:
@@ -184,13 +196,18 @@ class ProjectDataset:
     One instance per process is enough and it may be shared by threads; other processes (the CLI
     next to the app) may write to the same folder at the same time. `write_guard` is an extra
     lock held around every write, e.g. the Hub sync's lock while it lists files to push.
+    `repairs`: what the check at opening found and did (one line each); `storage`: whether
+    storing is paused (classifr.core.storage.StorageState).
     """
 
     def __init__(self, root: Path, *, limits: ImageLimits = ImageLimits(), lock_timeout: float = 120.0) -> None:
         self.root = Path(root)
         self.limits = limits
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / TMP_DIR).mkdir(exist_ok=True)
+        self.storage = StorageState(self.root, "the project dataset")
+        try:
+            (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a full or read-only disk: open anyway, writes report it per image
+            self._storage_failed(err, "the project dataset")
         self._file_lock = FileLock(str(self.root / LOCK_NAME), timeout=lock_timeout)
         self._thread_lock = threading.RLock()
         self.write_guard: Callable[[], ContextManager[Any]] = nullcontext
@@ -201,6 +218,8 @@ class ProjectDataset:
         self._offset = 0  # bytes of metadata.jsonl already in memory
         self._categories: dict[str, Category] = {}  # casefolded name -> category
         self._categories_offset = 0
+        self._unreadable: Counter[str] = Counter()  # file name -> complete lines that are not JSON
+        self.repairs: tuple[str, ...] = self._check_files()
 
     @property
     def metadata_path(self) -> Path:
@@ -290,8 +309,9 @@ class ProjectDataset:
         """Add images with their labels; a label not seen before becomes a new category.
 
         Each image is checked (readable, within the limits) before anything is written; a bad one
-        is `rejected` with the reason and the others go on. `on_result` is called once per image,
-        in order (for progress bars).
+        is `rejected` with the reason and the others go on; so is one that could not be stored
+        (disk full: one-line reason), and never raises for that. `on_result` is called once per
+        image, in order (for progress bars).
         """
         if source not in SOURCES:
             raise ClassifrError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -300,8 +320,14 @@ class ProjectDataset:
         results: list[AddResult] = []
         for chunk in _chunks(examples, CHUNK_SIZE):
             prepared = [self._prepare(example, source) for example in chunk]  # decode outside the lock
-            with self._locked(write=True):
-                chunk_results = self._write(prepared, source, who, known)
+            try:
+                with self._locked(write=True):
+                    chunk_results = self._write(prepared, source, who, known)
+            except Timeout:
+                raise
+            except OSError as err:  # the lock file or a read under it failed: no row of the chunk was appended
+                error = self._storage_failed(err, "this photo")
+                chunk_results = [_rejected(item, str(error)) for item in prepared]
             for result in chunk_results:
                 if on_result is not None:
                     on_result(result)
@@ -328,50 +354,79 @@ class ProjectDataset:
             if source in FEEDBACK_SOURCES and example.feedback is None:
                 raise ClassifrError(f"a {source} needs the model's prediction (feedback)")
             loaded = read_image(example.source, limits=self.limits, min_side=32, name=name)
+            data, suffix = _stored_bytes(loaded, self.limits)
         except ClassifrError as err:
             return AddResult(name=name, status="rejected", reason=str(err))
-        data, suffix = _stored_bytes(loaded)
         return _Prepared(name=name, label=label, data=data, suffix=suffix, feedback=example.feedback)
 
     def _write(self, prepared: Sequence[_Prepared | AddResult], source: str, who: str, known: list[str]) -> list[AddResult]:
-        results: list[AddResult] = []
-        new_rows: list[Row] = []
+        """Store the chunk's images, then append their rows in one write. An image counts as added
+        (and enters the index) only once its row is on disk; a failed write rejects only the
+        images it concerns."""
+        outcomes: list[AddResult | _Pending] = []
+        pending: list[_Pending] = []
         for item in prepared:
-            if isinstance(item, AddResult):
-                results.append(item)
-                continue
-            try:
-                label = self._label(item.label, who, known)
-            except LabelError as err:
-                results.append(AddResult(name=item.name, status="rejected", reason=str(err)))
-                continue
-            sha = _sha256(item.data)
-            others = tuple(l for l in self._labels_of.get(sha, []) if l.casefold() != label.casefold())
-            if (sha, label.casefold()) in self._keys:
-                results.append(AddResult(item.name, "duplicate", label, sha, split_of(sha), conflicts=others))
-                continue
-            file_name = self._store_image(item.data, sha, item.suffix)
-            feedback = item.feedback if source in FEEDBACK_SOURCES else None
-            row = Row(
-                file_name=file_name,
-                label=label,
-                source=source,
-                split=split_of(sha),
-                sha256=sha,
-                created_at=_now(),
-                contributor=who,
-                predicted_label=feedback.predicted_label if feedback else None,
-                score=float(feedback.score) if feedback else None,
-                model_version=feedback.model_version if feedback else None,
-            )
-            new_rows.append(row)
-            self._remember(row)
-            if others:
-                logger.warning("image %s now has labels %s and %r (kept as a conflict)", sha[:12], others, label)
-            results.append(AddResult(item.name, "added", label, sha, row.split, conflicts=others))
-        if new_rows:
-            self._append_lines(self.metadata_path, [r.to_json() for r in new_rows], offset_attr="_offset")
-        return results
+            outcome = item if isinstance(item, AddResult) else self._stage(item, source, who, known, pending)
+            outcomes.append(outcome)
+            if isinstance(outcome, _Pending):
+                pending.append(outcome)
+        self._append_rows(pending)
+        return [outcome.result() if isinstance(outcome, _Pending) else outcome for outcome in outcomes]
+
+    def _stage(self, item: _Prepared, source: str, who: str, known: list[str], pending: list[_Pending]) -> AddResult | _Pending:
+        """Check one image against the index and the chunk's rows not appended yet; store its file."""
+        try:
+            label = self._label(item.label, who, known)
+        except (LabelError, StorageError) as err:
+            return _rejected(item, str(err))
+        sha = _sha256(item.data)
+        key = (sha, label.casefold())
+        labels = self._labels_of.get(sha, []) + [entry.row.label for entry in pending if entry.row.sha256 == sha]
+        others = tuple(l for l in labels if l.casefold() != label.casefold())
+        if key in self._keys or any(entry.key == key for entry in pending):
+            return AddResult(item.name, "duplicate", label, sha, split_of(sha), conflicts=others)
+        try:
+            file_name, created = self._store_image(item.data, sha, item.suffix)
+        except StorageError as err:
+            return _rejected(item, str(err))
+        feedback = item.feedback if source in FEEDBACK_SOURCES else None
+        row = Row(
+            file_name=file_name,
+            label=label,
+            source=source,
+            split=split_of(sha),
+            sha256=sha,
+            created_at=_now(),
+            contributor=who,
+            predicted_label=feedback.predicted_label if feedback else None,
+            score=float(feedback.score) if feedback else None,
+            model_version=feedback.model_version if feedback else None,
+        )
+        return _Pending(item.name, row, others, created)
+
+    def _append_rows(self, pending: list[_Pending]) -> None:
+        """Append the rows in one write; when that fails, one at a time, so only the rows that do
+        not fit are rejected. Rows on disk enter the index; an image this chunk stored whose rows
+        all failed is removed again (nothing points to it)."""
+        if not pending:
+            return
+        try:
+            self._append_lines(self.metadata_path, [e.row.to_json() for e in pending], offset_attr="_offset", what="this photo")
+        except StorageError:
+            for entry in pending:
+                try:
+                    self._append_lines(self.metadata_path, [entry.row.to_json()], offset_attr="_offset", what="this photo")
+                except StorageError as err:
+                    entry.error = str(err)
+        for entry in pending:
+            if entry.error is None:
+                self._remember(entry.row)
+                if entry.others:
+                    logger.warning("image %s now has labels %s and %r (kept as a conflict)", entry.row.sha256[:12], entry.others, entry.row.label)
+        stored = {entry.row.sha256 for entry in pending if entry.error is None}
+        for entry in pending:
+            if entry.error is not None and entry.created and entry.row.sha256 not in stored:
+                _remove(self.root / entry.row.file_name)
 
     def _label(self, name: str, contributor: str, known: list[str]) -> str:
         """The existing spelling of `name`, or a new category created for it."""
@@ -380,51 +435,145 @@ class ProjectDataset:
             return existing
         return self._append_category(validate_category(name), contributor).name
 
-    def _store_image(self, data: bytes, sha: str, suffix: str) -> str:
-        """Write the image once, atomically; the relative file name the row points to."""
+    def _store_image(self, data: bytes, sha: str, suffix: str) -> tuple[str, bool]:
+        """Write the image once, atomically: the relative file name the row points to, and whether
+        this call created the file. StorageError when it could not be written."""
         relative = f"images/{sha[:2]}/{sha}{suffix}"
         path = self.root / relative
         if path.exists():
-            return relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / TMP_DIR / f"{sha}{suffix}.{os.getpid()}.{threading.get_ident()}"
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
-        return relative
+            return relative, False
+        try:
+            write_file_atomically(path, data, self.root / TMP_DIR, what="this photo")
+        except StorageError as err:
+            raise self._storage_failed(err, "this photo")
+        return relative, True
 
     def _append_category(self, name: str, contributor: str) -> Category:
         category = Category(name=name, created_at=_now(), contributor=contributor)
-        self._append_lines(self.categories_path, [asdict(category)], offset_attr="_categories_offset")
+        self._append_lines(self.categories_path, [asdict(category)], offset_attr="_categories_offset", what=f"the category {name!r}")
         self._categories[name.casefold()] = category
         logger.info("new category %r by %s", name, contributor)
         return category
 
-    def _append_lines(self, path: Path, items: list[dict[str, Any]], *, offset_attr: str) -> None:
-        """Append complete lines with one write and fsync; cut off a torn last line first."""
+    def _append_lines(self, path: Path, items: list[dict[str, Any]], *, offset_attr: str, what: str) -> None:
+        """Append complete lines whole (classifr.core.storage.append_whole), after moving a torn
+        tail past the last line read to the quarantine; the offset moves only once they are on disk."""
         payload = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size > getattr(self, offset_attr):  # a torn tail that _refresh could not parse
-                logger.warning("cutting off a partial last line of %s (%d bytes)", path.name, size - getattr(self, offset_attr))
-                os.ftruncate(fd, getattr(self, offset_attr))
-            os.write(fd, payload)
-            os.fsync(fd)
-            setattr(self, offset_attr, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+            self._cut_torn_tail(path, getattr(self, offset_attr))
+            size = append_whole(path, payload, what=what)
+        except StorageError as err:
+            raise self._storage_failed(err, what)
+        setattr(self, offset_attr, size)
+        self.storage.succeeded()
+
+    def _cut_torn_tail(self, path: Path, end: int) -> str | None:
+        """Move the bytes of `path` past `end` (its last whole line) to the quarantine and cut the
+        file there; a one-line report, or None when there was nothing past `end`."""
+        try:
+            size = path.stat().st_size
+            if size <= end:
+                return None
+            with open(path, "rb") as handle:
+                handle.seek(end)
+                tail = handle.read(size - end)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            target = self.root / QUARANTINE_DIR / f"{path.name}.{stamp}.torn"
+            write_file_atomically(target, tail, self.root / TMP_DIR, what=f"the torn end of {path.name}")
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise storage_error(err, f"the torn end of {path.name}") from err
+        message = f"{path.name}: moved a torn last line ({len(tail)} bytes) to {QUARANTINE_DIR}/{target.name}"
+        logger.warning("project dataset %s: %s", self.root, message)
+        return message
+
+    def _storage_failed(self, err: OSError, what: str) -> StorageError:
+        """The failure as a one-line StorageError; storing is paused when it would repeat."""
+        error = storage_error(err, what)
+        assert error is not None  # every OSError is a storage failure
+        self.storage.failed(error)
+        return error
+
+    def _check_files(self) -> tuple[str, ...]:
+        """The check at opening (module docstring): one line per repair or problem. Never raises
+        for a storage failure: a dataset on a full disk still opens and reads."""
+        repairs: list[str] = []
+        try:
+            with self._thread_lock, self._file_lock:
+                removed = _remove_all(self.root / TMP_DIR)
+                if removed:
+                    repairs.append(f"removed {removed} leftover temporary files")
+                for name in APPENDED_FILES:
+                    try:
+                        message = self._cut_torn_tail(self.root / name, _whole_lines_end(self.root / name))
+                    except StorageError as err:
+                        self.storage.failed(err)
+                        message = f"{name}: a torn last line stays until it can be moved ({err})"
+                    if message:
+                        repairs.append(message)
+                self._refresh()
+        except Timeout:
+            raise
+        except OSError as err:
+            repairs.append(f"the check at opening failed: {self._storage_failed(err, 'the project dataset')}")
+        repairs += [f"{name}: {count} unreadable lines skipped" for name, count in sorted(self._unreadable.items())]
+        if repairs:
+            logger.warning("project dataset %s at opening: %s", self.root, "; ".join(repairs))
+        return tuple(repairs)
 
     def _refresh(self) -> None:
         """Read the lines other writers appended since the last look (the files only grow)."""
-        for item in _new_lines(self.metadata_path, self, "_offset", self._reset_rows):
-            self._remember(Row.from_json(item))
-        for item in _new_lines(self.categories_path, self, "_categories_offset", self._categories.clear):
+        items, self._offset = self._new_lines(self.metadata_path, self._offset, self._reset_rows)
+        for item in items:
+            if all(isinstance(item.get(key), str) for key in ("file_name", "label", "sha256")):
+                self._remember(Row.from_json(item))
+            else:
+                self._unreadable[self.metadata_path.name] += 1
+                logger.error("skipping a row of %s without file_name, label or sha256: %.80r", self.metadata_path, item)
+        items, self._categories_offset = self._new_lines(self.categories_path, self._categories_offset, self._categories.clear)
+        for item in items:
+            if not isinstance(item.get("name"), str):
+                self._unreadable[self.categories_path.name] += 1
+                continue
             category = Category(**{k: item.get(k) for k in ("name", "created_at", "contributor")})
             self._categories.setdefault(category.name.casefold(), category)
+
+    def _new_lines(self, path: Path, offset: int, reset: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        """The complete JSON objects past `offset`, and the offset after them (a torn last line
+        stays unread); unreadable lines are logged and counted."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < offset:  # replaced or cut by hand: read it again from the start
+            reset()
+            self._unreadable.pop(path.name, None)
+            offset = 0
+        if size == offset:
+            return [], offset
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size - offset)
+        complete = data[: data.rfind(b"\n") + 1]
+        items = []
+        for line in complete.splitlines():
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                item = None
+            if isinstance(item, dict):
+                items.append(item)
+            else:
+                self._unreadable[path.name] += 1
+                logger.error("skipping an unreadable line in %s after byte %d: %r", path, offset, line[:80])
+        return items, offset + len(complete)
 
     def _reset_rows(self) -> None:
         self._rows, self._keys, self._labels_of, self._row_labels = [], set(), defaultdict(list), {}
@@ -446,43 +595,70 @@ class _Prepared:
     feedback: Feedback | None
 
 
-def _new_lines(path: Path, owner: Any, offset_attr: str, reset: Callable[[], None]) -> list[dict[str, Any]]:
-    """Complete JSON lines past the owner's offset; advances the offset past them only."""
+@dataclass
+class _Pending:
+    """An image whose file is stored and whose row waits to be appended (`error` when it failed)."""
+
+    name: str
+    row: Row
+    others: tuple[str, ...]  # other labels the image has (a conflict)
+    created: bool  # this write stored the image file, so it is removed again if the row fails
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.row.sha256, self.row.label.casefold())
+
+    def result(self) -> AddResult:
+        if self.error is not None:
+            return AddResult(self.name, "rejected", reason=self.error)
+        return AddResult(self.name, "added", self.row.label, self.row.sha256, self.row.split, conflicts=self.others)
+
+
+def _rejected(item: _Prepared | AddResult, reason: str) -> AddResult:
+    return item if isinstance(item, AddResult) else AddResult(item.name, "rejected", reason=reason)
+
+
+def _whole_lines_end(path: Path) -> int:
+    """The size of `path` up to its last newline (0 when it has none or is missing); reads from the end."""
     try:
-        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            while end > 0:
+                start = max(0, end - TAIL_BLOCK)
+                handle.seek(start)
+                found = handle.read(end - start).rfind(b"\n")
+                if found >= 0:
+                    return start + found + 1
+                end = start
     except FileNotFoundError:
-        size = 0
-    offset = getattr(owner, offset_attr)
-    if size < offset:  # replaced or cut by hand: read it again from the start
-        reset()
-        offset = 0
-    if size == offset:
-        setattr(owner, offset_attr, offset)
-        return []
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(size - offset)
-    complete = data[: data.rfind(b"\n") + 1]  # a torn last line stays unread
-    items = []
-    for line in complete.splitlines():
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.error("skipping an unreadable line in %s at byte %d: %r", path, offset, line[:80])
-    setattr(owner, offset_attr, offset + len(complete))
-    return items
+        pass
+    return 0
 
 
-def _stored_bytes(loaded: LoadedImage) -> tuple[bytes, str]:
-    """The bytes to store and their suffix: the file as received, or PNG when there is none."""
-    suffix = _SUFFIXES.get(loaded.format or "")
-    if loaded.data is not None and suffix is not None:
-        return loaded.data, suffix
-    buffer = io.BytesIO()
-    loaded.image.save(buffer, format="PNG")
-    return buffer.getvalue(), ".png"
+def _remove_all(folder: Path) -> int:
+    """Remove the files in `folder` (leftover temporary files); how many there were."""
+    if not folder.is_dir():
+        return 0
+    files = [path for path in folder.iterdir() if path.is_file()]
+    for path in files:
+        _remove(path)
+    return len(files)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        logger.error("could not remove %s: %s", path, err)
+
+
+def _stored_bytes(loaded: LoadedImage, limits: ImageLimits) -> tuple[bytes, str]:
+    """The bytes to store and their suffix: the upright image with every metadata block removed,
+    a JPEG for a JPEG and a PNG for anything else (docs/privacy.md). The encoding is
+    deterministic, so the same photo gives the same file name and dedup by hash still holds."""
+    data, image_format = metadata_free_encoding(loaded, limits)
+    return data, _SUFFIXES[image_format]
 
 
 def _sha256(data: bytes) -> str:
@@ -498,14 +674,6 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:

@@ -40,7 +40,7 @@ from huggingface_hub.utils import filter_repo_objects
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError, ConfigError
 from classifr.core.text import escape_markdown
-from classifr.data.dataset import ANONYMOUS, LOCK_NAME, SOURCES, TEST_PERCENT, TMP_DIR, ProjectDataset, Row
+from classifr.data.dataset import ANONYMOUS, LOCK_NAME, QUARANTINE_DIR, SOURCES, TEST_PERCENT, TMP_DIR, ProjectDataset, Row
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ MIN_EVERY_MINUTES = 1  # at most 60 scheduled commits an hour, well under the Hu
 MAX_EVERY_MINUTES = 24 * 60
 # Sidecars of ProjectDataset and of write_card: never data, never pushed. Then the folders the Hub
 # refuses in a commit (one file there would fail every push).
-IGNORE_PATTERNS = [LOCK_NAME, f"{TMP_DIR}/**", "*.tmp", ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*"]
+IGNORE_PATTERNS = [LOCK_NAME, f"{TMP_DIR}/**", f"{QUARANTINE_DIR}/**", "*.tmp", ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*"]
 # Files that change in place (the rest are images, written once under their hash).
 _GROWING_FILES = ("metadata.jsonl", "categories.jsonl", CARD_NAME)
 

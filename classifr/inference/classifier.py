@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 import numpy as np
 
@@ -25,6 +26,10 @@ from classifr.core.labels import LabelSet
 from classifr.core.preprocessing import Preprocessor, create_preprocessor
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteScoresError(ClassifrError, RuntimeError):
+    """The model gave NaN or infinite scores: its weights are damaged, nothing it says can be served."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Classifier:
         self.version = version
         self._head_input = _HeadInputProbe()
         classifier_head(self.model).register_forward_hook(self._head_input)
+        # Why its last prediction failed (non-finite scores), None after a finite one: /health reads it.
+        self.output_problem: str | None = None
 
     @classmethod
     def load(cls, source: str | Path, *, version: str, revision: str | None = None) -> Classifier:
@@ -110,8 +117,12 @@ class Classifier:
         except ClassifrError:
             raise
         except (OSError, ValueError, KeyError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelLoadError(f"could not load image classifier from {source!r}: {first_line}") from err
+            raise ModelLoadError(f"could not load image classifier from {source!r}: {_first_line(err)}") from err
+        except (SafetensorError, RuntimeError) as err:  # a truncated or scrambled weights file
+            raise ModelLoadError(
+                f"could not load image classifier from {source!r}: its weights ({_weights_names(source)}) are damaged: "
+                f"{_first_line(err)}"
+            ) from err
         if not hasattr(model.config, "id2label"):
             raise ModelLoadError(f"{source!r} is not an image-classification checkpoint (no id2label)")
         classifier = cls(model, create_preprocessor(processor), version=version)
@@ -164,7 +175,17 @@ class Classifier:
             logits, embeddings = self.logits(images).float(), None
         return self._ranked(logits, top_k), embeddings
 
+    def check_finite(self, logits: torch.Tensor) -> None:
+        """NonFiniteScoresError when any score is NaN or infinite (scrambled weights): never serve those."""
+        if bool(torch.isfinite(logits).all()):
+            if self.output_problem is not None:
+                self.output_problem = None
+            return
+        self.output_problem = f"model {self.version} gave non-finite scores"
+        raise NonFiniteScoresError(self.output_problem)
+
     def _ranked(self, logits: torch.Tensor, top_k: int) -> list[list[Prediction]]:
+        self.check_finite(logits)
         probabilities = logits.softmax(dim=-1)
         scores, indices = probabilities.topk(min(top_k, len(self.labels)), dim=-1)
         names = self.labels.names
@@ -172,6 +193,16 @@ class Classifier:
             [Prediction(names[i], s) for i, s in zip(row_indices.tolist(), row_scores.tolist())]
             for row_indices, row_scores in zip(indices, scores)
         ]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _weights_names(source: str) -> str:
+    names = sorted(path.name for path in Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
+    return ", ".join(names) or "the weights file"
 
 
 def configure_runtime(num_threads: int) -> None:

@@ -319,6 +319,14 @@ def _normalize_signed(values: torch.Tensor) -> np.ndarray:
     return scaled.numpy().astype(np.float32)
 
 
+def model_sized(image: Image.Image, min_side: int) -> Image.Image:
+    """`image` reduced by a whole factor that keeps its shorter side at least `min_side`, as a JPEG
+    draft decode is: attributions, baselines and crops of a large PNG then cost the model's size,
+    not the photo's (docs/speed.md, "Memory per request")."""
+    factor = min(image.size) // min_side
+    return image.reduce(factor) if factor >= 2 else image
+
+
 def occlusion_geometry(input_size: tuple[int, int]) -> tuple[int, int]:
     """Window and stride for Occlusion: a window of 3/14 of the input, overlapping by a third.
 

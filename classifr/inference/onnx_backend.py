@@ -36,6 +36,7 @@ from classifr.core.errors import ClassifrError, ConfigError, ModelLoadError
 from classifr.inference.classifier import Classifier
 from classifr.inference.onnx_export import EXPORT_FILE, INPUT_NAME, ONNX_FILE, OUTPUT_NAMES, read_export  # noqa: F401 (ONNX_FILE re-exported)
 from classifr.core.preprocessing import FastPreprocessor
+from classifr.versions.folder import verify_version_files
 
 logger = logging.getLogger(__name__)
 
@@ -175,17 +176,28 @@ def load_classifier(
 
     "auto" serves a verified ONNX export through ONNX Runtime and anything else through PyTorch;
     "onnx" insists (ModelLoadError with the reason when the version has no verified export or
-    its graph does not load); "torch" never looks for an export.
+    its graph does not load); "torch" never looks for an export. A local folder's checksums are
+    checked first (CorruptVersionError naming the damaged file; classifr.versions.folder).
     """
     check_backend(backend)
+    if Path(source).is_dir():
+        verify_version_files(Path(source), name=version)
+    if backend == "onnx":
+        graph, _, why_not = verified_export(source)
+        if graph is None:
+            raise ModelLoadError(f"cannot serve {version} with ONNX Runtime: {why_not}")  # before the slow load
+    classifier = Classifier.load(source, version=version, revision=revision)
+    return on_backend(classifier, source, backend=backend, num_threads=num_threads)
+
+
+def on_backend(classifier: Classifier, source: str | Path, *, backend: str, num_threads: int) -> Classifier:
+    """A loaded PyTorch Classifier served on `backend` (see load_classifier): itself, or an OnnxClassifier
+    sharing its model when `source` holds a verified export."""
+    version = classifier.version
     if backend == "torch":
-        classifier = Classifier.load(source, version=version, revision=revision)
         logger.info("%s serves through PyTorch (backend set to torch)", version)
         return classifier
     graph, input_name, why_not = verified_export(source)
-    if graph is None and backend == "onnx":
-        raise ModelLoadError(f"cannot serve {version} with ONNX Runtime: {why_not}")  # before the slow load
-    classifier = Classifier.load(source, version=version, revision=revision)
     if graph is None:
         return _no_onnx(classifier, backend, why_not)
     started = time.perf_counter()

@@ -425,6 +425,21 @@ def _verify(classifier: Classifier, session: Any, images: Sequence[Any]) -> _Ver
     return _Verification(count, _finite(max_logit), _finite(max_feature), agreement, reason)
 
 
+def graph_disagreement(classifier: Classifier, session: Any, images: Sequence[Any]) -> str | None:
+    """Why an exported graph (an onnxruntime session) disagrees with `classifier`'s PyTorch weights on
+    `images`, or None when its logits and features are within the export's tolerances.
+
+    The same comparison as the export's verification, less the top-1 rule: on a few synthetic
+    probe images two labels may tie within the tolerance, and which one wins says nothing then.
+    """
+    result = _verify(classifier, session, images)
+    within = (
+        result.max_abs_diff is not None and result.max_abs_diff <= LOGITS_TOLERANCE
+        and result.max_abs_diff_features is not None and result.max_abs_diff_features <= FEATURES_TOLERANCE
+    )
+    return None if within else (result.reason or "its outputs are not finite")
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 

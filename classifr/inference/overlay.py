@@ -1,8 +1,9 @@
 """Render explanations as pictures: heatmap overlays, side-by-side views, stage grids.
 
 Heatmaps use matplotlib's perceptually uniform "inferno" colormap (dark = no evidence, bright =
-strong evidence), upsampled onto the original photo at its full size. The part of the photo the
-model never saw (outside its center crop) is dimmed, so nobody reads meaning into it.
+strong evidence), upsampled onto the photo at the size it is given (the caller fits it to the
+display first, so memory follows the display size). The part of the photo the model never saw
+(outside its center crop) is dimmed, so nobody reads meaning into it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 COLORMAP = "inferno"
 OVERLAY_ALPHA = 0.55
+UNSEEN_BRIGHTNESS = 0.4
 VIEWS = ("overlay", "side-by-side", "heatmap")
 
 
@@ -47,11 +49,12 @@ def overlay(photo: Image.Image, explanation: Explanation, *, decoded_size: tuple
     left, top, right, bottom = explanation.input_box
     box = (round(left * scale_x), round(top * scale_y), round(right * scale_x), round(bottom * scale_y))
     size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
+    # Unseen parts of the photo are dimmed; the seen part is blended with the heatmap. Pasting
+    # through a constant mask blends in place: one photo-sized buffer besides the photo and the heat.
+    result = photo.point([round(v * UNSEEN_BRIGHTNESS) for v in range(256)] * 3)
+    result.paste(photo.crop(box), box[:2])
     heat = colorize(explanation.heatmap).resize(size, Image.Resampling.BILINEAR)
-    # Unseen parts of the photo are dimmed; the seen part is blended with the heatmap.
-    result = Image.blend(photo, Image.new("RGB", photo.size), 0.6)
-    seen = photo.crop(box)
-    result.paste(Image.blend(seen, heat, OVERLAY_ALPHA), box[:2])
+    result.paste(heat, box[:2], Image.new("L", size, round(OVERLAY_ALPHA * 255)))
     return result
 
 

@@ -17,10 +17,18 @@ Design
   the newest `max_embeddings` predictions. "Newest" is write order (rowid): predictions are only
   appended and thumbnails only deleted oldest first, so rowids have no gaps and the newest K rows
   are those above `max(rowid) - K`, found without a scan (a row deleted by hand only makes K
-  smaller). Retention runs when enough rows arrived since the last pass and at `flush()`, and
+  smaller). With `thumbnail_retention_days`, the thumbnail of a prediction nobody confirmed or
+  corrected is also deleted once it is that old (docs/privacy.md); the gaps this leaves in
+  `images` only make K smaller too. Retention runs when enough rows arrived since the last pass and at `flush()`, and
   only in an instance that wrote rows: one opened to read never deletes anything.
 * Readers never wait for the writer (WAL, see classifr.monitoring.schema); every query opens a
   connection of its own (see classifr.monitoring.queries).
+* A full disk never stops predictions (docs/storage.md). When the file cannot be opened or a
+  batch cannot be written for lack of space, permission or an I/O error, storing is paused
+  (`storage`, shown in the app's health): one log line, no retry of that batch, whose items
+  are dropped and counted in `failed`. Every later batch tries again (opening the file first if
+  it never opened), so writing resumes by itself once space is back, with one line saying so.
+  A transaction is whole or absent, so a failure never leaves part of a batch.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ from typing import Any
 
 import numpy as np
 
+from classifr.core.storage import StorageState, storage_error
 from classifr.monitoring.queries import PredictionLogQueries
 from classifr.monitoring.records import (
     FEEDBACK_KINDS,
     MonitoringValueError,
+    PredictionLogError,
     _check_count,
     _check_number,
     _check_record,
@@ -68,6 +78,7 @@ BATCH_SIZE = 512  # items per write transaction
 BATCH_LINGER_S = 0.05  # how long the writer waits for a batch to fill; rows reach SQLite within this
 WRITE_ATTEMPTS = 2  # a failed batch is retried once, then dropped and counted in `failed`
 DROP_WARNING_INTERVAL_S = 10.0
+STORED_WHAT = "a batch of predictions"  # what a failed write did not store, in its one-line error
 
 
 # --- queue items (made on the caller's thread, consumed by the writer) ---------------------------
@@ -134,14 +145,18 @@ class PredictionLog(PredictionLogQueries):
         max_images: int = 2000,
         max_embeddings: int = 20000,
         max_queue: int = 10_000,  # about 25 KB each with an embedding and a thumbnail: 250 MB at most
+        thumbnail_retention_days: int | None = None,  # None: thumbnails go only by max_images
     ) -> None:
         _check_count("max_images", max_images)
+        if thumbnail_retention_days is not None:
+            _check_count("thumbnail_retention_days", thumbnail_retention_days, low=1)
         _check_count("max_embeddings", max_embeddings)
         _check_count("max_queue", max_queue, low=1)
         self.path = Path(path)
         self.store_images = bool(store_images)
         self.max_images = max_images
         self.max_embeddings = max_embeddings
+        self.thumbnail_retention_days = thumbnail_retention_days
         self.dropped = 0  # records and feedback refused because the queue was full
         self.failed = 0  # queued items lost to write errors (after one retry)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
@@ -154,11 +169,17 @@ class PredictionLog(PredictionLogQueries):
         self._retention_every = max(64, min(max_images, max_embeddings) // 10)
         self._since_retention = 0
         self._embedding_floor: int | None = None  # found by the first retention pass
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = _open_for_writing(self.path)
+        self._thumbnail_floor: float | None = None  # prediction time below which expired thumbnails are gone
+        self.storage = StorageState(self.path.parent, "the prediction log")
+        self._conn: sqlite3.Connection | None = self._open()  # None while storing is paused
         self._thread = threading.Thread(target=self._run, name=f"prediction-log:{self.path.name}", daemon=True)
         self._thread.start()
         atexit.register(self.close)  # a CLI run that forgets close() still writes its predictions
+
+    @property
+    def queue_depth(self) -> int:
+        """Predictions and feedback waiting for the writer thread (approximate, as any queue size)."""
+        return self._queue.qsize()
 
     # --- writing (caller side) ----------------------------------------------------------------
 
@@ -227,7 +248,7 @@ class PredictionLog(PredictionLogQueries):
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.warning("prediction log %s: the writer is still busy; its connection stays open", self.path)
-        else:
+        elif self._conn is not None:
             self._conn.close()
 
     def __enter__(self) -> PredictionLog:
@@ -269,13 +290,17 @@ class PredictionLog(PredictionLogQueries):
                     self._commit(writes)
                 # Only after this instance wrote: one opened just to read (`classifr monitor`,
                 # perhaps with default limits) never deletes what the app keeps.
-                if self._since_retention and (flushes or stop or self._since_retention >= self._retention_every):
+                due = flushes or stop or self._since_retention >= self._retention_every
+                if self._since_retention and due and self.storage.problem() is None:
                     self._retain()
             except Exception:  # never let the writer die: later batches may well succeed
                 logger.exception("prediction log %s: unexpected error in the writer", self.path)
             finally:
                 for marker in flushes:
                     marker.done.set()
+            # Let go of this batch before waiting for the next: its items hold the decoded images
+            # their thumbnails were made from (docs/speed.md, "Memory per request").
+            del batch, writes, flushes
 
     def _next_batch(self) -> list[Any]:
         batch = [self._queue.get()]
@@ -295,22 +320,50 @@ class PredictionLog(PredictionLogQueries):
 
     def _commit(self, writes: list[_Insert | _Feedback]) -> None:
         writes = self._resolve(writes)
+        if self._conn is None:
+            self._conn = self._open()
+        paused = self._conn is None
         for attempt in range(1, WRITE_ATTEMPTS + 1):
+            if paused:
+                break
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._write_batch(self._conn, writes)
                 self._conn.execute("COMMIT")
-            except Exception:
+            except Exception as err:
                 _rollback(self._conn)
+                problem = storage_error(err, STORED_WHAT) if isinstance(err, (OSError, sqlite3.Error)) else None
+                if problem is not None and problem.pauses:
+                    self.storage.failed(problem)  # logged once per pause; retrying now cannot help
+                    paused = True
+                    break
                 logger.exception(
                     "prediction log %s: writing %d items failed (attempt %d of %d)",
                     self.path, len(writes), attempt, WRITE_ATTEMPTS,
                 )  # fmt: skip
                 continue
+            self.storage.succeeded()
             self._since_retention += sum(isinstance(item, _Insert) for item in writes)
             return
         self.failed += len(writes)
-        logger.error("prediction log %s: dropped %d items after %d attempts", self.path, len(writes), WRITE_ATTEMPTS)
+        if not paused:
+            logger.error("prediction log %s: dropped %d items after %d attempts", self.path, len(writes), WRITE_ATTEMPTS)
+
+    def _open(self) -> sqlite3.Connection | None:
+        """The write connection, or None when storage fails (storing is paused; the writer tries
+        again with its next batch). Any other problem (a newer schema, a corrupt file) raises."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return _open_for_writing(self.path)
+        except PredictionLogError as err:
+            cause = err.__cause__
+            problem = storage_error(cause, STORED_WHAT) if isinstance(cause, sqlite3.Error) else None
+            if problem is None:
+                raise
+        except OSError as err:
+            problem = storage_error(err, STORED_WHAT)
+        self.storage.failed(problem)
+        return None
 
     def _resolve(self, writes: list[_Insert | _Feedback]) -> list[_Insert | _Feedback]:
         resolved: list[_Insert | _Feedback] = []
@@ -336,33 +389,59 @@ class PredictionLog(PredictionLogQueries):
         _insert(conn, pending, start_rowid)
 
     def _apply_feedback(self, conn: sqlite3.Connection, item: _Feedback) -> None:
-        values = (item.kind, item.label, item.at)
+        """Mark the prediction with its first answer. A later answer that differs from one already
+        given for the same photo (this prediction or another of the same image) is recorded in
+        `feedback_conflicts` for maintainers; it never overwrites the first. The same answer again
+        changes nothing."""
         if item.prediction_id is not None:
             target = f"id {item.prediction_id!r}"
-            cursor = conn.execute(
-                "UPDATE predictions SET feedback = ?, true_label = ?, feedback_time = ? WHERE id = ?",
-                (*values, item.prediction_id),
-            )
+            row = conn.execute(
+                "SELECT id, image_sha256, true_label FROM predictions WHERE id = ?", (item.prediction_id,)
+            ).fetchone()
         else:
             target = f"image {item.image_sha256!r}"
-            cursor = conn.execute(
-                "UPDATE predictions SET feedback = ?, true_label = ?, feedback_time = ? WHERE rowid = "
-                "(SELECT rowid FROM predictions WHERE image_sha256 = ? ORDER BY time DESC, rowid DESC LIMIT 1)",
-                (*values, item.image_sha256),
-            )
-        if cursor.rowcount == 0:
+            row = conn.execute(
+                "SELECT id, image_sha256, true_label FROM predictions WHERE image_sha256 = ? "
+                "ORDER BY time DESC, rowid DESC LIMIT 1",
+                (item.image_sha256,),
+            ).fetchone()
+        if row is None:
             logger.info("prediction log %s: no prediction with %s; feedback %r ignored", self.path, target, item.kind)
+            return
+        prediction_id, sha256, answered = row
+        if answered is None:
+            conn.execute(
+                "UPDATE predictions SET feedback = ?, true_label = ?, feedback_time = ? WHERE id = ?",
+                (item.kind, item.label, item.at, prediction_id),
+            )
+        earlier = [answered] if answered is not None else []
+        earlier += [label for (label,) in conn.execute(
+            "SELECT true_label FROM predictions WHERE image_sha256 = ? AND id != ? AND true_label IS NOT NULL "
+            "ORDER BY feedback_time, rowid",
+            (sha256, prediction_id),
+        )]  # fmt: skip
+        kept = next((label for label in earlier if label.casefold() != item.label.casefold()), None)
+        if kept is None:
+            return
+        conn.execute(
+            "INSERT INTO feedback_conflicts (prediction_id, image_sha256, kept_label, label, kind, time) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (prediction_id, sha256, kept, item.label, item.kind, item.at),
+        )
+        logger.info("prediction log %s: photo %s answered %r after %r; kept as a conflict", self.path, sha256[:12], item.label, kept)
 
     def _retain(self) -> None:
         """Drop thumbnails beyond the newest `max_images` and embeddings beyond the newest
         `max_embeddings` predictions. Rowids have no gaps (see the module docstring), so both
-        cutoffs come from max(rowid) alone and each pass only touches the rows it changes."""
+        cutoffs come from max(rowid) alone and each pass only touches the rows it changes.
+        Then drop the thumbnails that outlived `thumbnail_retention_days` without feedback."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             newest_image = conn.execute("SELECT max(rowid) FROM images").fetchone()[0]
             if newest_image is not None and newest_image > self.max_images:
                 conn.execute("DELETE FROM images WHERE rowid <= ?", (newest_image - self.max_images,))
+            thumbnail_floor = self._expire_thumbnails(conn)
             newest = conn.execute("SELECT coalesce(max(rowid), 0) FROM predictions").fetchone()[0]
             floor = self._embedding_floor if self._embedding_floor is not None else _embedding_floor(conn)
             cutoff = newest - self.max_embeddings
@@ -378,7 +457,31 @@ class PredictionLog(PredictionLogQueries):
             logger.exception("prediction log %s: retention failed; it runs again later", self.path)
             return
         self._embedding_floor = max(floor, cutoff)
+        self._thumbnail_floor = thumbnail_floor
         self._since_retention = 0
+
+    def _expire_thumbnails(self, conn: sqlite3.Connection) -> float | None:
+        """Delete the thumbnails of predictions older than the retention that have no feedback;
+        return the new floor: the prediction time below which none is left.
+
+        Each pass visits only the predictions that aged past the cutoff since the last one, through
+        the (time, ..., feedback, ...) index; the first pass starts at the oldest kept thumbnail.
+        Predictions are logged at the time they are made, so none arrives below the floor later.
+        """
+        if self.thumbnail_retention_days is None:
+            return None
+        cutoff = time.time() - self.thumbnail_retention_days * 86400.0
+        floor = self._thumbnail_floor if self._thumbnail_floor is not None else _oldest_thumbnail_time(conn)
+        if floor is not None and floor < cutoff:
+            deleted = conn.execute(
+                "DELETE FROM images WHERE prediction_id IN "
+                "(SELECT id FROM predictions WHERE time >= ? AND time < ? AND feedback IS NULL)",
+                (floor, cutoff),
+            ).rowcount
+            if deleted:
+                logger.info("prediction log %s: deleted %d thumbnails older than %d days without feedback",
+                            self.path, deleted, self.thumbnail_retention_days)  # fmt: skip
+        return cutoff if floor is None else max(floor, cutoff)
 
     # --- reading (the queries are PredictionLogQueries') ---------------------------------------
 
@@ -397,6 +500,14 @@ def _embedding_floor(conn: sqlite3.Connection) -> int:
         "SELECT min(rowid) FROM predictions INDEXED BY predictions_embedding WHERE embedding IS NOT NULL"
     ).fetchone()[0]
     return 0 if oldest is None else oldest - 1
+
+
+def _oldest_thumbnail_time(conn: sqlite3.Connection) -> float | None:
+    """The time of the oldest prediction that still has a thumbnail; None when none has.
+    Walks `images`, which max_images keeps small, once per writer."""
+    return conn.execute(
+        "SELECT min(p.time) FROM images AS i CROSS JOIN predictions AS p ON p.id = i.prediction_id"
+    ).fetchone()[0]
 
 
 def _insert(conn: sqlite3.Connection, items: list[_Insert], start_rowid: int) -> None:

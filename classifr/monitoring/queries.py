@@ -174,6 +174,22 @@ class PredictionLogQueries:
         result["has_image"] = bool(row[-1])
         return result
 
+    def feedback_conflicts(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Later answers that differ from the first one given for the same photo, newest first,
+        with what the model said about the prediction they named."""
+        limit = _check_count("limit", limit)
+        with self._reader() as conn:
+            if not _has_table(conn, "feedback_conflicts"):  # a log no writer of this version opened yet
+                return []
+            rows = conn.execute(
+                "SELECT c.prediction_id, c.image_sha256, p.version, p.label, c.kept_label, c.label, c.kind, c.time "
+                "FROM feedback_conflicts AS c LEFT JOIN predictions AS p ON p.id = c.prediction_id "
+                "ORDER BY c.time DESC, c.rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ("prediction_id", "image_sha256", "version", "predicted", "kept_label", "label", "kind", "time")
+        return [dict(zip(keys, row)) for row in rows]
+
     def feedback_confusion(self, *, version: str | None = None) -> list[dict[str, Any]]:
         """(predicted, true) label pairs over predictions with feedback, most frequent first."""
         extra, params = (" AND +version = ?", [version]) if version is not None else ("", [])
@@ -194,16 +210,20 @@ class PredictionLogQueries:
         limit: int = 5000,
         exclude_labels: Collection[str] = (),
         exclude_sha256: Collection[str] = (),
+        exclude_feedback: bool = False,
     ) -> tuple[list[str], np.ndarray]:
         """Ids and a float32 matrix [n, d] of the newest predictions that still have an embedding.
 
         Only rows of `version` (or of any of `versions`) when given. Rows whose top-1 or true label
-        is in `exclude_labels` (ignoring case) or whose image is in `exclude_sha256` are skipped,
-        and so are rows of another dimension than the newest selected row (another backbone)."""
+        is in `exclude_labels` (ignoring case), whose image is in `exclude_sha256`, or, with
+        `exclude_feedback`, that a contributor confirmed or corrected are skipped, and so are rows
+        of another dimension than the newest selected row (another backbone)."""
         limit = _check_count("limit", limit)
         excluded = {label.casefold() for label in exclude_labels}
         excluded_images = set(exclude_sha256)
         where, params = ["embedding IS NOT NULL"], []
+        if exclude_feedback:
+            where.append("feedback IS NULL")
         chosen = ([version] if version is not None else []) + list(versions or [])
         if version is not None or versions is not None:
             if not chosen:
@@ -288,6 +308,10 @@ def _window(version: str | None, since: float | None, until: float | None) -> tu
         clauses.append("time < :until")
         params["until"] = _check_number("until", until)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _version_stats(row: Sequence[Any]) -> dict[str, Any]:

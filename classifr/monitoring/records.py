@@ -15,7 +15,9 @@ import numpy as np
 from classifr.core.errors import ClassifrError
 
 VARIANTS = ("production", "candidate", "direct")
-SOURCES = ("ui", "api", "cli")
+# Where a prediction came from (docs/monitoring.md, "Origins"); "feedback": made only to record an
+# answer that named no logged prediction.
+SOURCES = ("ui", "api", "cli", "feedback")
 FEEDBACK_KINDS = ("confirmed", "corrected")
 MAX_THUMBNAIL_BYTES = 256 * 1024  # a thumbnail is small; this bounds the memory a full queue can hold
 MAX_TEXT_LENGTH = 200

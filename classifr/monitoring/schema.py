@@ -41,6 +41,18 @@ _INSERT_IMAGE_SQL = (
 # Columns the aggregate queries read; both window indexes carry them all (covering indexes).
 _COVERED = "score, latency_ms, feedback, variant, source, label"
 
+# Answers that differ from the first one given for the same photo (the prediction rows keep the
+# first): for maintainers to review. Created on every open for writing, so logs written before it
+# existed gain it without a schema version change.
+FEEDBACK_CONFLICTS_TABLE = """CREATE TABLE IF NOT EXISTS feedback_conflicts (
+    prediction_id TEXT NOT NULL,      -- the prediction the later answer named
+    image_sha256 TEXT NOT NULL,
+    kept_label TEXT NOT NULL,         -- the earlier answer, which stays on the prediction rows
+    label TEXT NOT NULL,              -- the later, different answer
+    kind TEXT NOT NULL,               -- 'confirmed' or 'corrected'
+    time REAL NOT NULL
+)"""
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS predictions (
         id TEXT PRIMARY KEY,
@@ -93,6 +105,8 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
             for statement in SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if found in (0, SCHEMA_VERSION):
+            conn.execute(FEEDBACK_CONFLICTS_TABLE)
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as err:
         _rollback(conn)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 
 from classifr.core.config import Settings
 from classifr.app.project import open_service
@@ -17,6 +18,7 @@ from classifr.app.service import ClassifrService
 from classifr.ui.classify import build_classify_tab
 from classifr.ui.model import build_model_tab
 from classifr.ui.monitor import build_monitor_tab
+from classifr.ui.requests import ArrivalTime
 from classifr.ui.teach import build_teach_tab
 from classifr.ui.train import build_train_tab
 from classifr.ui.versions import build_versions_tab
@@ -92,6 +94,8 @@ def _launch(demo: gr.Blocks, service: ClassifrService, block: bool) -> None:
         show_error=True,
         prevent_thread_lock=True,
         allowed_paths=[str(p) for p in [settings.examples_dir] if p],
+        # Stamps each request's arrival, so a predict event knows how long it waited in Gradio's queue.
+        app_kwargs={"middleware": [Middleware(ArrivalTime)]},
     )
     add_metrics_route(demo, service)
     add_health_route(demo, service)

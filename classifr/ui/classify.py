@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -12,6 +13,8 @@ from classifr.core.images import ImageLimits, describe_limits
 from classifr.ui.components import ImageFileInput
 from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import build_feedback_panel
+from classifr.ui.privacy import classify_note
+from classifr.ui.requests import client_of, waited_s
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,13 @@ def make_predict(service: ClassifrService):
     """
 
     def predict(paths: list[str | None], request: gr.Request) -> tuple[list, list, list]:
+        started = time.perf_counter()
+        waited = waited_s(request, now=started)  # the batch's first request: the others joined later
         present = [p for p in paths if p]
         names = [Path(p).name for p in present]
         results = iter(service.predict_batch(present, names=names, origin=origin_of(request)))
         labels, payloads, statuses = [], [], []
+        caller = client_of(request) if len(paths) == 1 else f"one of {len(paths)} batched callers"
         for path in paths:
             if not path:
                 labels.append(None)
@@ -62,7 +68,8 @@ def make_predict(service: ClassifrService):
             payloads.append(result.to_json())
             statuses.append(_status(result))
             if not result.ok:
-                logger.info("rejected upload %s: %s", result.image, result.error)
+                logger.info("rejected upload %s from %s: %s", result.image, caller, result.error)
+        service.observe_request(wait_s=waited, work_s=time.perf_counter() - started)
         return labels, payloads, statuses
 
     return predict
@@ -125,6 +132,7 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
             )
             classify = gr.Button("Classify", variant="primary", elem_id="classify-button")
             gr.Markdown(f"Accepted: {describe_limits(limits)}.")
+            gr.Markdown(classify_note(service.settings), elem_id="classify-privacy")
             if examples:
                 gr.Examples(examples=examples, inputs=image, label="Examples")
         with gr.Column():

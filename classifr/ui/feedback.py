@@ -19,11 +19,13 @@ import gradio as gr
 from gradio.components import Component
 from gradio.flagging import FlaggingCallback
 
-from classifr.app.service import ClassifrService, feedback_from
+from classifr.app.service import ClassifrService
 from classifr.core.errors import ClassifrError
 from classifr.core.text import escape_markdown as inert
 from classifr.data.dataset import NEW_CATEGORY, AddResult
 from classifr.ui.errors import shows_errors
+from classifr.ui.privacy import contribution_note
+from classifr.ui.storing import paused_notice
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ class ProjectDatasetCallback(FlaggingCallback):
     """Flags (image path, prediction payload, label) into the project dataset.
 
     `flag_option` is "confirm" (store the model's own top label) or "correct" (store `label`).
-    The prediction is the payload the contributor saw (`PredictionResult.to_json()`); without
-    one, the serving model predicts again.
+    The prediction payload is the `predict` result the contributor saw, or its id; only its id is
+    trusted, and what the model said comes from the server's prediction log. Without one, the
+    serving model predicts again.
     """
 
     def __init__(self, service: ClassifrService) -> None:
@@ -68,18 +71,16 @@ class ProjectDatasetCallback(FlaggingCallback):
 
     def _store(self, flag_data: Sequence[Any], flag_option: str | None, username: str | None) -> AddResult:
         image, prediction, label = flag_data
-        if not image:
+        if not image or not isinstance(image, str):
             raise ClassifrError("there is no image to store: classify an image first")
-        if not prediction:  # an API caller may leave it out: the serving model predicts now
-            prediction = self.service.predict(image, name=Path(image).name).to_json()
-        if prediction.get("error"):
-            raise ClassifrError(f"this image cannot be stored: {prediction['error']}")
         if flag_option == CONFIRM:
-            label = feedback_from(prediction).predicted_label
+            label = None  # the server's record says which label the model gave
         elif flag_option != CORRECT:
             raise ClassifrError(f"flag option must be {CONFIRM!r} or {CORRECT!r}, got {flag_option!r}")
-        if not label or label == NEW_CATEGORY:
+        elif not label or label == NEW_CATEGORY:
             raise ClassifrError("choose the right label, or type the name of the new category")
+        # `prediction` is whatever the browser or API caller sent back: the service reads only its
+        # id and checks the rest against the prediction log (docs/api.md, "Feedback").
         result = self.service.record_feedback(
             image, label, prediction=prediction, contributor=username, name=Path(image).name
         )
@@ -105,20 +106,21 @@ def username_of(request: gr.Request | None, profile: gr.OAuthProfile | None = No
     return getattr(request, "username", None) if request is not None else None
 
 
-def choices_after(service: ClassifrService, payload: dict | None):
+def choices_after(service: ClassifrService, payload: Any):
     """After a prediction: every label to choose from with the model's top label selected, and a
-    Confirm button that names it (a kiosk user only has to press it)."""
-    predictions = (payload or {}).get("predictions") or []
-    top = predictions[0]["label"] if predictions else None
+    Confirm button that names it (a kiosk user only has to press it). The payload comes back from
+    the browser, so it is only displayed, and only when it has the predict result's shape."""
+    predictions = payload.get("predictions") if isinstance(payload, dict) else None
+    first = predictions[0] if isinstance(predictions, list) and predictions else None
+    top = first.get("label") if isinstance(first, dict) and isinstance(first.get("label"), str) else None
     confirm_text = f"Confirm: it is {top}" if top else "Confirm"
     return gr.update(choices=[NEW_CATEGORY, *service.label_choices()], value=top), gr.update(value=confirm_text, interactive=bool(top))
 
 
 def storage_notice(service: ClassifrService, action: str = "Confirming or correcting stores this image") -> str:
-    """Said next to every button that stores images: where they go and under which licence."""
-    settings = service.settings
-    where = f" and published to the Hub dataset `{settings.dataset_repo}`" if settings.dataset_repo else ""
-    return f"{action} and your label in the project dataset{where}, shared under the {settings.dataset_license} licence."
+    """Said next to every button that stores images: where they go, under which licence, what is
+    removed (the wording is classifr.ui.privacy's)."""
+    return contribution_note(service.settings, action)
 
 
 def build_feedback_panel(service: ClassifrService, image: Component, payload: Component, predicted: Any) -> None:
@@ -167,7 +169,7 @@ def build_feedback_panel(service: ClassifrService, image: Component, payload: Co
 
     predicted.then(
         lambda p: choices_after(service, p), inputs=payload, outputs=[label, confirm], api_visibility="undocumented"
-    ).then(lambda: "", outputs=outcome, api_visibility="undocumented")
+    ).then(lambda: paused_notice(service), outputs=outcome, api_visibility="undocumented")  # "" unless paused
     label.change(lambda c: gr.update(visible=c == NEW_CATEGORY), inputs=label, outputs=new_name, api_visibility="undocumented")
     hidden_result = gr.JSON(visible=False)
     teach = dict(concurrency_limit=2, concurrency_id="teach")

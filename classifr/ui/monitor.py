@@ -1,8 +1,9 @@
 """The Monitor tab: live traffic per version from the prediction log, where the model fails, drift,
 the eval metrics of every version, and the canary.
 
-Everyone may look, and review low-confidence predictions (that is contributing); changing the
-canary share or promoting needs the maintainer password, as in the Train tab.
+Everyone sees the numbers (counts, charts, tables). The photos (galleries and the review queue)
+are shown to maintainers only, after the maintainer password (docs/privacy.md); changing the canary
+share or promoting needs it too, as in the Train tab.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from classifr.app.access import NotAMaintainerError
+from classifr.app.grants import MaintainerGrant
 from classifr.app.service import ClassifrService
 from classifr.core.errors import ClassifrError
 from classifr.core.text import escape_markdown
 from classifr.monitoring.report import WINDOWS, window_start
 from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import username_of
+from classifr.ui.privacy import monitor_note
+from classifr.ui.requests import client_of
 from classifr.ui.train import comparison_table, require_maintainer
 
 logger = logging.getLogger(__name__)
@@ -112,16 +117,34 @@ def version_rows(service: ClassifrService) -> list[list]:
 # --- images from the log ---------------------------------------------------------------------
 
 
-def logged_image(service: ClassifrService, prediction_id: str) -> Image.Image | None:
-    data = service.logged_image(prediction_id)
+def photo_grant(
+    service: ClassifrService, secret: str | None, token: gr.OAuthToken | None, client: str | None
+) -> tuple[MaintainerGrant | None, str]:
+    """(grant, "") for a maintainer, else (None, the note shown instead of the photos).
+
+    Without a password (or, with CLASSIFR_MAINTAINER_ORG, a Hub sign-in) nothing is checked, so a
+    visitor's refresh never counts as a wrong password."""
+    oauth_token = token.token if token is not None and service.settings.maintainer_org else None
+    if not secret and not oauth_token:
+        return None, monitor_note(service.settings)
+    try:
+        return service.maintainer_grant(secret, oauth_token, client=client), ""
+    except NotAMaintainerError as err:
+        return None, f"{monitor_note(service.settings)} **{escape_markdown(str(err))}**"
+
+
+def logged_image(service: ClassifrService, prediction_id: str, grant: MaintainerGrant | None) -> Image.Image | None:
+    data = service.logged_image(prediction_id, grant=grant)
     return Image.open(io.BytesIO(data)) if data else None
 
 
-def gallery_items(service: ClassifrService, rows: list[dict], caption) -> tuple[list, list[dict]]:
+def gallery_items(
+    service: ClassifrService, rows: list[dict], caption, grant: MaintainerGrant | None
+) -> tuple[list, list[dict]]:
     """(gallery value, the rows shown) for rows that still have their image."""
     items, shown = [], []
     for row in rows:
-        picture = logged_image(service, row["id"]) if row.get("has_image", True) else None
+        picture = logged_image(service, row["id"], grant) if row.get("has_image", True) else None
         if picture is not None:
             items.append((picture, caption(row)))
             shown.append(row)
@@ -159,27 +182,31 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     labels = gr.BarPlot(x="label", y="predictions", title="Predicted labels (top 20)", sort="-y", y_lim=[0, None])
     summary_json = gr.JSON(visible=False)
 
-    gr.Markdown("### Bad predictions: corrected by contributors\nClick one to see why the model decided.")
-    bad = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-bad", label="Corrected")
-    bad_rows = gr.State([])
-    why = gr.Image(label="Why (Grad-CAM of the predicted label, by the serving version)", visible=False, height=320)
-    why_caption = gr.Markdown()
-    gr.Markdown("### Good predictions: confirmed by contributors")
-    good = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-good", label="Confirmed")
+    # Photos are for maintainers only (docs/privacy.md): hidden until a refresh with the password.
+    photos_note = gr.Markdown(monitor_note(service.settings), elem_id="monitor-photos-note")
+    grant = gr.State(None)  # kept on the server per session: a client cannot send one
+    with gr.Column(visible=False, elem_id="monitor-photos") as photos:
+        gr.Markdown("### Bad predictions: corrected by contributors\nClick one to see why the model decided.")
+        bad = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-bad", label="Corrected")
+        bad_rows = gr.State([])
+        why = gr.Image(label="Why (Grad-CAM of the predicted label, by the serving version)", visible=False, height=320)
+        why_caption = gr.Markdown()
+        gr.Markdown("### Good predictions: confirmed by contributors")
+        good = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-good", label="Confirmed")
 
-    gr.Markdown(
-        "### Review queue: the least confident predictions\n"
-        "Pick one, then confirm or correct it: it goes into the project dataset like any correction."
-    )
-    review = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-review", label="To review")
-    review_rows = gr.State([])
-    picked = gr.State(None)
-    with gr.Row():
-        review_label = gr.Dropdown(service.label_choices(), value=None, label="The right label", filterable=True,
-                                   allow_custom_value=True, elem_id="monitor-review-label")
-        review_confirm = gr.Button("Confirm the prediction", elem_id="monitor-review-confirm")
-        review_correct = gr.Button("Correct: store my label", elem_id="monitor-review-correct")
-    review_status = gr.Markdown(elem_id="monitor-review-status")
+        gr.Markdown(
+            "### Review queue: the least confident predictions\n"
+            "Pick one, then confirm or correct it: it goes into the project dataset like any correction."
+        )
+        review = gr.Gallery(columns=6, height=260, allow_preview=False, elem_id="monitor-review", label="To review")
+        review_rows = gr.State([])
+        picked = gr.State(None)
+        with gr.Row():
+            review_label = gr.Dropdown(service.label_choices(), value=None, label="The right label", filterable=True,
+                                       allow_custom_value=True, elem_id="monitor-review-label")
+            review_confirm = gr.Button("Confirm the prediction", elem_id="monitor-review-confirm")
+            review_correct = gr.Button("Correct: store my label", elem_id="monitor-review-correct")
+        review_status = gr.Markdown(elem_id="monitor-review-status")
 
     with gr.Row():
         confusion = gr.Dataframe(headers=["predicted", "true label", "corrections"], interactive=False,
@@ -206,14 +233,25 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         return (f"**{candidate}** (candidate) serves {service.canary_share:.0%} of predictions, "
                 f"**{service.serving_version}** (production) the rest. Compare them in the table above.")
 
-    def show(window_name: str, selected: str):
+    def photo_galleries(chosen: str | None, access: MaintainerGrant | None) -> tuple[list, list, list, list, list]:
+        """(bad, bad rows, good, review, review rows): empty without a maintainer grant."""
+        if access is None:
+            return [], [], [], [], []
+        bad_items, bad_shown = gallery_items(
+            service, service.gallery("corrected", grant=access, version=chosen, limit=GALLERY_SIZE), bad_caption, access)
+        good_items, _ = gallery_items(
+            service, service.gallery("confirmed", grant=access, version=chosen, limit=GALLERY_SIZE), good_caption, access)
+        review_items, review_shown = gallery_items(
+            service, service.review_queue(grant=access, version=chosen, limit=GALLERY_SIZE), review_caption, access)
+        return bad_items, bad_shown, good_items, review_items, review_shown
+
+    def show(window_name: str, selected: str, secret: str | None, token: gr.OAuthToken | None, request: gr.Request):
         since = window_start(window_name)
         chosen = None if selected in (None, ALL_VERSIONS) else selected
         summary = service.monitor_summary(since=since)
         now = time.time()
-        bad_items, bad_shown = gallery_items(service, service.gallery("corrected", version=chosen, limit=GALLERY_SIZE), bad_caption)
-        good_items, _ = gallery_items(service, service.gallery("confirmed", version=chosen, limit=GALLERY_SIZE), good_caption)
-        review_items, review_shown = gallery_items(service, service.review_queue(version=chosen, limit=GALLERY_SIZE), review_caption)
+        access, note = photo_grant(service, secret, token, client_of(request))
+        bad_items, bad_shown, good_items, review_items, review_shown = photo_galleries(chosen, access)
         names = [ALL_VERSIONS, *summary["by_version"]]
         refs = [v.version for v in service.list_versions()]
         return (
@@ -228,14 +266,18 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
             confusion_rows(summary), version_rows(service),
             gr.update(choices=["production", "candidate", *refs]), gr.update(choices=["production", "candidate", *refs]),
             canary_text(),
+            access, gr.update(visible=access is not None), note,
         )
 
     outputs = [version, alerts, table, volume, confidence, labels, summary_json, bad, bad_rows, good, review,
-               review_rows, confusion, versions_table, left, right, canary_status]
+               review_rows, confusion, versions_table, left, right, canary_status, grant, photos, photos_note]
 
-    def explain_bad(rows: list[dict], event: gr.SelectData):
+    def explain_bad(rows: list[dict], access: MaintainerGrant | None, event: gr.SelectData):
         row = rows[event.index]
-        data = service.logged_image(row["id"])
+        try:
+            data = service.logged_image(row["id"], grant=access)
+        except NotAMaintainerError as err:
+            return gr.update(visible=False), escape_markdown(str(err))
         if data is None:
             return gr.update(visible=False), "This image is no longer kept (the log keeps the newest ones)."
         try:
@@ -251,53 +293,53 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         return row, gr.update(value=row["label"])
 
     @shows_errors
-    def store(row: dict | None, label: str | None, confirm: bool, request: gr.Request, profile: gr.OAuthProfile | None):
+    def store(row: dict | None, label: str | None, confirm: bool, grant: MaintainerGrant | None,
+              request: gr.Request, profile: gr.OAuthProfile | None):
         if not row:
             raise gr.Error("Pick a prediction in the review queue first.")
-        data = service.logged_image(row["id"])
-        if data is None:
-            raise gr.Error("This image is no longer kept; refresh the queue.")
-        chosen_label = row["label"] if confirm else label
-        if not chosen_label:
+        if not confirm and not label:
             raise gr.Error("Choose the right label first.")
-        prediction = {"id": row["id"], "version": row["version"],
-                      "predictions": [{"label": l, "score": s} for l, s in row["topk"]]}
-        result = service.record_feedback(data, chosen_label, prediction=prediction,
-                                         contributor=username_of(request, profile), name=f"review-{row['id'][:8]}.jpg")
+        # Only the picked prediction's id is used: the photo and what the model said come from the log.
+        prediction_id = row.get("id") if isinstance(row, dict) else row
+        result = service.review_feedback(prediction_id, None if confirm else label, grant=grant,
+                                         contributor=username_of(request, profile))
         if not result.ok:
             raise gr.Error(f"Not stored: {result.reason}")
         service.flush_prediction_log()
         return f"Stored as **{escape_markdown(result.label)}** ({result.status}).", None
 
     @shows_errors
-    def set_share(secret: str | None, percent: float, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def set_share(secret: str | None, percent: float, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         service.set_canary_share(percent / 100)
         return canary_text()
 
     @shows_errors
-    def promote_candidate(secret: str | None, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def promote_candidate(secret: str | None, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         info = service.promote("candidate")
         return f"Production is now **{info.version}**; new requests use it. " + canary_text()
 
     hidden = dict(api_visibility="undocumented")
-    refresh.click(show, inputs=[window, version], outputs=outputs, api_name="monitor")
-    window.change(show, inputs=[window, version], outputs=outputs, **hidden)
-    version.input(show, inputs=[window, version], outputs=outputs, **hidden)
-    demo.load(show, inputs=[window, version], outputs=outputs, **hidden)
-    bad.select(explain_bad, inputs=bad_rows, outputs=[why, why_caption], concurrency_id="explain", **hidden)
+    shown_for = [window, version, password]  # the password shows the photos to a maintainer
+    refresh.click(show, inputs=shown_for, outputs=outputs, api_name="monitor")
+    window.change(show, inputs=shown_for, outputs=outputs, **hidden)
+    version.input(show, inputs=shown_for, outputs=outputs, **hidden)
+    demo.load(show, inputs=shown_for, outputs=outputs, **hidden)
+    bad.select(explain_bad, inputs=[bad_rows, grant], outputs=[why, why_caption], concurrency_id="explain", **hidden)
     review.select(pick, inputs=review_rows, outputs=[picked, review_label], **hidden)
     teach = dict(concurrency_limit=2, concurrency_id="teach")
-    def confirm_review(row: dict | None, label: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
-        return store(row, label, True, request, profile)
+    def confirm_review(row: dict | None, label: str | None, grant: MaintainerGrant | None,
+                       request: gr.Request, profile: gr.OAuthProfile | None):
+        return store(row, label, True, grant, request, profile)
 
-    def correct_review(row: dict | None, label: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
-        return store(row, label, False, request, profile)
+    def correct_review(row: dict | None, label: str | None, grant: MaintainerGrant | None,
+                       request: gr.Request, profile: gr.OAuthProfile | None):
+        return store(row, label, False, grant, request, profile)
 
     for button, action in ((review_confirm, confirm_review), (review_correct, correct_review)):
-        button.click(action, inputs=[picked, review_label], outputs=[review_status, picked], **teach, **hidden).then(
-            show, inputs=[window, version], outputs=outputs, **hidden
+        button.click(action, inputs=[picked, review_label, grant], outputs=[review_status, picked], **teach, **hidden).then(
+            show, inputs=shown_for, outputs=outputs, **hidden
         )
     for dropdown in (left, right):
         dropdown.change(lambda a, b: comparison_table(service, a, b), inputs=[left, right], outputs=side_by_side, **hidden)
@@ -305,3 +347,82 @@ def build_monitor_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     maintainer = dict(concurrency_limit=1, concurrency_id="maintainer")
     apply_share.click(set_share, inputs=[password, share], outputs=canary_status, api_name="set_canary", **maintainer)
     promote.click(promote_candidate, inputs=password, outputs=canary_status, api_name="promote_candidate", **maintainer)
+    build_conflicts_panel(service, password)
+    build_server_panel(service, demo)
+
+
+# --- feedback conflicts (maintainers) ----------------------------------------------------------
+
+CONFLICT_HEADERS = ["time (UTC)", "prediction", "version", "model said", "first answer (kept)", "later answer", "photo"]
+
+
+def conflict_rows(conflicts: list[dict[str, Any]]) -> list[list]:
+    return [
+        [time.strftime("%Y-%m-%d %H:%M", time.gmtime(c["time"])), c["prediction_id"][:8], c["version"] or "—",
+         c["predicted"] or "—", c["kept_label"], c["label"], c["image_sha256"][:12]]
+        for c in conflicts
+    ]
+
+
+def build_conflicts_panel(service: ClassifrService, password: gr.Textbox) -> None:
+    """Answers that contradict an earlier one for the same photo (docs/monitoring.md, "Feedback
+    conflicts"), listed only after the maintainer password (the one of the canary row)."""
+    gr.Markdown("### Feedback conflicts (maintainers)\nA later answer that differs from the first one "
+                "given for the same photo. The first answer stays; review these before training.")
+    show = gr.Button("Show conflicts", elem_id="monitor-conflicts-show")
+    table = gr.Dataframe(headers=CONFLICT_HEADERS, interactive=False, label="Feedback conflicts",
+                         elem_id="monitor-conflicts")
+
+    @shows_errors
+    def listed(secret: str | None, token: gr.OAuthToken | None, request: gr.Request):
+        grant = service.maintainer_grant(secret, token.token if token else None, client=client_of(request))
+        return conflict_rows(service.feedback_conflicts(grant=grant))
+
+    show.click(listed, inputs=password, outputs=table, api_name="feedback_conflicts",
+               concurrency_limit=1, concurrency_id="maintainer")
+
+
+# --- the server's own health ---------------------------------------------------------------------
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _ms(latency: dict[str, Any]) -> str:
+    if latency["p50"] is None:
+        return "nothing measured yet"
+    return f"{latency['p50']:.0f} / {latency['p95']:.0f} ms ({latency['count']} recent)"
+
+
+def server_markdown(stats: dict[str, Any]) -> str:
+    """The Server panel: CPU, memory, disk, the log's queue, and latency (docs/monitoring.md, "Process health")."""
+    used = stats["memory_total_bytes"] - stats["memory_available_bytes"]
+    return "\n".join([
+        "| | now |", "|---|---|",
+        f"| CPU | {stats['cpu_percent']:.0f}% of one core ({stats['cores']} cores) |",
+        f"| memory of the app (RSS) | {_size(stats['rss_bytes'])} |",
+        f"| memory of the machine | {_size(used)} used of {_size(stats['memory_total_bytes'])} |",
+        f"| free disk (project home) | {_size(stats['disk_free_bytes'])} |",
+        f"| prediction log queue | {stats['log_queue_depth']} waiting |",
+        f"| latency p50 / p95 as callers see it (queue wait + work) | {_ms(stats['caller_ms'])} |",
+        f"| latency p50 / p95 of the server's own work (decode + model) | {_ms(stats['server_ms'])} |",
+    ])
+
+
+def build_server_panel(service: ClassifrService, demo: gr.Blocks) -> None:
+    gr.Markdown("### Server\nThis process's CPU and memory, the free disk of the project home, and latency "
+                "(the same figures are in `/metrics`).")
+    panel = gr.Markdown(elem_id="monitor-server")
+    again = gr.Button("Refresh", size="sm", elem_id="monitor-server-refresh")
+
+    def show_server() -> str:
+        return server_markdown(service.process_stats())
+
+    hidden = dict(api_visibility="undocumented")
+    again.click(show_server, outputs=panel, **hidden)
+    demo.load(show_server, outputs=panel, **hidden)

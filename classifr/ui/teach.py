@@ -12,6 +12,7 @@ from classifr.core.text import escape_markdown as inert
 from classifr.data.dataset import NEW_CATEGORY, AddResult
 from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import storage_notice, username_of
+from classifr.ui.storing import paused_notice
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def build_teach_tab(service: ClassifrService, demo: gr.Blocks) -> None:
             files = gr.File(label="Example images", file_count="multiple", elem_id="teach-files")
             add = gr.Button("Add to the dataset", variant="primary", elem_id="teach-add")
             gr.Markdown(storage_notice(service, "Adding stores these images"))
+            paused = gr.Markdown(elem_id="teach-storage")
         with gr.Column():
             status = gr.Markdown(elem_id="teach-status")
             results = gr.Dataframe(headers=RESULT_COLUMNS, label="Per file", interactive=False, elem_id="teach-results")
@@ -125,7 +127,7 @@ def build_teach_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     add.click(
         make_add_examples(service), inputs=[files, category, new_name], outputs=[results, status, categories, category],
         api_name="add_examples", **teach,
-    )
+    ).then(lambda: paused_notice(service), outputs=paused, api_visibility="undocumented")
     create.click(
         make_create_category(service), inputs=new_name, outputs=[status, categories, category],
         api_name="create_category", **teach,
@@ -133,3 +135,4 @@ def build_teach_tab(service: ClassifrService, demo: gr.Blocks) -> None:
     sync = gr.Markdown(elem_id="teach-sync")
     demo.load(lambda: refresh_categories(service), outputs=[categories, category], api_visibility="undocumented")
     demo.load(lambda: sync_status(service), outputs=sync, api_visibility="undocumented")
+    demo.load(lambda: paused_notice(service), outputs=paused, api_visibility="undocumented")

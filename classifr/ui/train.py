@@ -16,6 +16,7 @@ from classifr.app.jobs import JobState
 from classifr.app.service import ClassifrService
 from classifr.core.text import escape_markdown
 from classifr.ui.errors import shows_errors
+from classifr.ui.requests import client_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,15 @@ METRIC_ROWS = [
 ]
 
 
-def require_maintainer(service: ClassifrService, password: str | None, oauth_token: gr.OAuthToken | None = None) -> None:
+def require_maintainer(
+    service: ClassifrService, password: str | None, oauth_token: gr.OAuthToken | None = None, request: gr.Request | None = None
+) -> None:
     """The password, or HF sign-in as a member of CLASSIFR_MAINTAINER_ORG; NotAMaintainerError otherwise
-    (a ClassifrError: the handler's @shows_errors turns it into a gr.Error)."""
-    how = service.require_maintainer(password, oauth_token.token if oauth_token else None)
-    logger.info("maintainer action allowed by %s", how)
+    (a ClassifrError: the handler's @shows_errors turns it into a gr.Error). Wrong passwords are
+    limited per client address, read from `request`."""
+    client = client_of(request)
+    how = service.require_maintainer(password, oauth_token.token if oauth_token else None, client=client)
+    logger.info("maintainer action from %s allowed by %s", client or "an unknown address", how)
 
 
 def dataset_sources(text: str | None) -> list[str]:
@@ -113,29 +118,29 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks) -> None:
         rollback = gr.Button("Roll back production", elem_id="train-rollback")
 
     @shows_errors
-    def train(secret: str | None, fresh: bool, mode: str, sources: str | None, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def train(secret: str | None, fresh: bool, mode: str, sources: str | None, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         arguments = ["--strategy", "head", "--promote", mode] + (["--new-head"] if fresh else [])
         for source in dataset_sources(sources):
             arguments += ["--dataset", source]
         return describe_job(service.start_training(arguments))
 
     @shows_errors
-    def cancel_run(secret: str | None, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def cancel_run(secret: str | None, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         return describe_job(service.cancel_training())
 
     def now_serving(version: str) -> tuple[str, dict]:
         return f"Production is now **{version}**; new requests use it.", comparison_table(service)
 
     @shows_errors
-    def promote_version(secret: str | None, ref: str, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def promote_version(secret: str | None, ref: str, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         return now_serving(service.promote(ref).version)
 
     @shows_errors
-    def roll_back(secret: str | None, token: gr.OAuthToken | None):
-        require_maintainer(service, secret, token)
+    def roll_back(secret: str | None, token: gr.OAuthToken | None, request: gr.Request):
+        require_maintainer(service, secret, token, request)
         return now_serving(service.rollback().version)
 
     def watch():

@@ -10,16 +10,23 @@ A published version is a folder (docs/architecture.md, "Records"):
     confusion_matrix.png   the held-out confusion matrix (absent for v1)
     model.onnx, onnx_export.json   the verified ONNX graph and its record (classifr.inference.onnx_export)
     classifr_version.json  the registry's record: version, parent, created_at, num_labels, metadata
+    checksums.json         the sha256 of every other file, written by the registry when the version
+                           is committed: `{"algorithm": "sha256", "files": {"model.safetensors": "<hex>", ...}}`
 
 Error policy, the same for every reader: a file that is absent reads as "nothing there" (v1 has no
 metrics); a file that is present but unreadable or malformed is logged once as a warning and reads
 as "nothing there" too, with a one-line `problem` the UI can show. Nothing here raises for a damaged
 optional file: a hand-edited metrics.json must not take the Monitor or the Model tab down. A
 config.json that names no labels raises `VersionFolderError`, naming the file and the reason.
+
+Checksums are the exception to that policy: a file that is missing or differs from its checksum
+raises `CorruptVersionError`, because its weights must never be served. A version without
+checksums.json (published by an older build) is loaded as it is and logged as unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -38,10 +45,17 @@ CONFUSION_FILE = "confusion_matrix.png"
 ONNX_FILE = "model.onnx"
 ONNX_RECORD_FILE = "onnx_export.json"
 VERSION_FILE = "classifr_version.json"
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUM_ALGORITHM = "sha256"
+_HASH_CHUNK = 1 << 20
 
 
 class VersionFolderError(RegistryError):
     """A required file of a version folder is missing or malformed; the message names it."""
+
+
+class CorruptVersionError(VersionFolderError):
+    """A file of a version is missing or differs from its checksum; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,101 @@ def num_labels(config: Mapping[str, Any]) -> int:
         f"{CONFIG_FILE} names no labels: it needs id2label, label_names, num_labels or num_classes "
         f"(got keys {sorted(config)})"
     )
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """The checksum of every file under `folder` by its relative POSIX name, checksums.json excepted."""
+    folder = Path(folder)
+    return {
+        path.relative_to(folder).as_posix(): _file_checksum(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() != CHECKSUMS_FILE
+    }
+
+
+def checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksums_json(files: Mapping[str, str]) -> bytes:
+    """The content of checksums.json for these {name: checksum} (the registry writes it durably)."""
+    record = {"algorithm": CHECKSUM_ALGORITHM, "files": dict(sorted(files.items()))}
+    return (json.dumps(record, indent=2) + "\n").encode("utf-8")
+
+
+def write_checksums(folder: Path) -> Path:
+    """Write checksums.json for every file now in `folder` (a version being staged)."""
+    path = Path(folder) / CHECKSUMS_FILE
+    path.write_bytes(checksums_json(file_checksums(folder)))
+    return path
+
+
+def has_checksums(folder: Path) -> bool:
+    return (Path(folder) / CHECKSUMS_FILE).is_file()
+
+
+def verify_checksums(folder: Path, *, name: str | None = None) -> bool:
+    """Check every file checksums.json lists; True when all match, False when the version has none.
+
+    Raises CorruptVersionError naming the first file that is missing or differs, or a malformed
+    checksums.json. Files it does not list are ignored: a Hub download also holds the registry's
+    own files (.gitattributes, the aliases). `name` (e.g. "v3") labels the messages.
+    """
+    folder = Path(folder)
+    label = name or str(folder)
+    path = folder / CHECKSUMS_FILE
+    if not path.is_file():
+        return False
+    expected = _read_checksums(path, label)
+    for relative, digest in expected.items():
+        target = folder / relative
+        if not target.is_file():
+            raise CorruptVersionError(f"{label} is corrupt: {relative} is missing (listed in {CHECKSUMS_FILE})")
+        try:
+            actual = _file_checksum(target)
+        except OSError as err:
+            raise CorruptVersionError(f"{label} is corrupt: {relative} cannot be read: {_one_line(err)}") from err
+        if actual != digest:
+            raise CorruptVersionError(f"{label} is corrupt: {relative} differs from its checksum in {CHECKSUMS_FILE}")
+    return True
+
+
+def verify_version_files(folder: Path, *, name: str) -> None:
+    """`verify_checksums` for a version about to be loaded: raises when damaged, logs a version without checksums."""
+    if not verify_checksums(folder, name=name):
+        logger.warning("%s has no %s (published by an older build, or not a registry version): its files are not verified",
+                       name, CHECKSUMS_FILE)
+
+
+def _read_checksums(path: Path, label: str) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorruptVersionError(f"{label} is corrupt: {CHECKSUMS_FILE} cannot be read: {_one_line(err)}") from err
+    files = data.get("files") if isinstance(data, dict) else None
+    algorithm = data.get("algorithm") if isinstance(data, dict) else None
+    if algorithm != CHECKSUM_ALGORITHM or not isinstance(files, dict) or not files:
+        raise CorruptVersionError(
+            f'{label} is corrupt: {CHECKSUMS_FILE} is malformed: expected {{"algorithm": "{CHECKSUM_ALGORITHM}", '
+            f'"files": {{...}}}}'
+        )
+    if not all(isinstance(k, str) and isinstance(v, str) and _inside(k) for k, v in files.items()):
+        raise CorruptVersionError(f"{label} is corrupt: {CHECKSUMS_FILE} lists a bad file name or checksum")
+    return files
+
+
+def _inside(name: str) -> bool:
+    """A name that stays inside the version folder (a hand-edited list must not point elsewhere)."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts
+
+
+def _file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read_optional_json(path: Path) -> OptionalFile:

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifr.versions.folder import CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, confusion_png, read_metrics, read_optional_config
+from classifr.versions.folder import (
+    CHECKSUMS_FILE, CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, confusion_png, has_checksums, read_metrics, read_optional_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def describe_version(
     folder = registry.local_path(version)
     own = classifier if classifier is not None and getattr(classifier, "version", None) == version else None
     notes: list[str] = []
+    if not has_checksums(folder):
+        notes.append(f"{CHECKSUMS_FILE} is missing: published by an older build, its files are not verified")
     summary = _read_metrics(folder, notes)
     metadata = dict(info.metadata or {})
     lineage = _lineage(version, infos)

@@ -3,7 +3,8 @@
 A version is a folder written by `model.save_pretrained(folder)` (config.json with `id2label`,
 model.safetensors, maybe preprocessor_config.json) plus README.md (the model card), optionally
 metrics.json, and the registry-owned `classifr_version.json`:
-`{"version", "parent", "created_at", "num_labels", "metadata"}`.
+`{"version", "parent", "created_at", "num_labels", "metadata"}`, and `checksums.json` (the sha256 of
+every other file, `classifr.versions.folder`), both written when the version is committed.
 
 Versions are named v1, v2, ... in publish order; a number is never handed out twice, even when a
 publish crashes. Published versions are read-only in spirit: nothing in Classifr rewrites them,
@@ -53,7 +54,8 @@ from huggingface_hub import CommitInfo, CommitOperation, CommitOperationAdd, Com
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 
 from classifr.core.errors import ClassifrError, ConfigError, RegistryError, VersionNotFoundError
-from classifr.versions.folder import CONFIG_FILE, VERSION_FILE, num_labels
+from classifr.core.storage import fsync_dir, fsync_path
+from classifr.versions.folder import CHECKSUMS_FILE, CONFIG_FILE, VERSION_FILE, checksum, checksums_json, file_checksums, num_labels
 
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ _VERSION_NAME = re.compile(r"^v(\d+)$")
 _STAGING_MAX_AGE_S = 3600.0
 _HUB_BRANCH = "main"
 _HUB_KEEP = frozenset({REGISTRY_FILE, ".gitattributes"})  # on main, not part of any version
+_RECORD_FILES = frozenset({VERSION_FILE, CHECKSUMS_FILE})  # written by the registry at commit, never by write()
 _HUB_COMMIT_ATTEMPTS = 2  # a stale parent_commit is retried once
 _HUB_CONFLICT_STATUS = frozenset({409, 412})  # how the Hub answers a stale parent_commit
 
@@ -167,7 +170,8 @@ class ModelRegistry(abc.ABC):
 
     @abc.abstractmethod
     def _commit_version(self, write: WriteVersion, *, parent: str | None, metadata: dict[str, Any]) -> str:
-        """Stage write()'s files, add classifr_version.json, make the version visible; return its name."""
+        """Stage write()'s files, add classifr_version.json and checksums.json, make the version visible;
+        return its name."""
 
     # -- public API -------------------------------------------------------------------------
 
@@ -203,8 +207,8 @@ class ModelRegistry(abc.ABC):
         """Publish the files write(folder) writes as the next version, then point `aliases` at it.
 
         write() gets an empty folder and writes the save_pretrained files and README.md (and maybe
-        metrics.json); the registry adds classifr_version.json. If write() raises, nothing is
-        published and the error propagates unchanged.
+        metrics.json); the registry adds classifr_version.json and checksums.json (replacing any
+        that write() copied). If write() raises, nothing is published and the error propagates unchanged.
         """
         aliases = tuple(dict.fromkeys(_check_alias(alias) for alias in aliases))
         metadata = _checked_metadata(metadata)
@@ -232,6 +236,11 @@ class ModelRegistry(abc.ABC):
         version = state.aliases[alias]
         logger.info("%s rolled back to %s", alias, version)
         return self.get(version)
+
+    def rollback_target(self, alias: str = "production") -> str:
+        """The version `rollback(alias)` would point at now; RegistryError if it has none."""
+        _check_alias(alias)
+        return self._view().aliases.rolled_back(alias).aliases[alias]
 
     def alias_history(self, alias: str = "production") -> list[str]:
         """The versions `alias` has pointed at, oldest first; the last one is the current target."""
@@ -305,14 +314,16 @@ class LocalRegistry(ModelRegistry):
         staging = self._new_staging_dir()
         try:
             num_labels = _stage(write, staging)
+            hashes = file_checksums(staging)  # outside the lock: hashing the weights takes a while
             _fsync_tree(staging)  # durable before it can become visible
             with self._locked():
                 version = f"v{self._claim_number()}"
-                record = _version_record(version, parent=parent, num_labels=num_labels, metadata=metadata)
-                _replace_durably(staging / VERSION_FILE, _json_bytes(record))
+                record = _json_bytes(_version_record(version, parent=parent, num_labels=num_labels, metadata=metadata))
+                _replace_durably(staging / VERSION_FILE, record)
+                _replace_durably(staging / CHECKSUMS_FILE, _checksums(hashes, record))
                 os.rename(staging, self._versions_dir / version)  # the commit point
-                _fsync_dir(self._versions_dir)
-                _fsync_dir(self._staging_root)
+                fsync_dir(self._versions_dir)
+                fsync_dir(self._staging_root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -430,20 +441,22 @@ class HubRegistry(ModelRegistry):
             staging = Path(tmp)
             num_labels = _stage(write, staging)
             files = _files_to_upload(staging)
+            hashes = {name: digest for name, digest in file_checksums(staging).items() if name in files}
             self._ensure_repo()
 
             def prepare(refs: GitRefs) -> tuple[list[CommitOperation], str, str]:
                 head = _head(refs)
                 on_main = self._list_files(head)
                 version = f"v{self._next_number(refs, head, on_main)}"
-                record = _version_record(version, parent=parent, num_labels=num_labels, metadata=metadata)
+                record = _json_bytes(_version_record(version, parent=parent, num_labels=num_labels, metadata=metadata))
                 adds = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
-                adds.append(CommitOperationAdd(VERSION_FILE, _json_bytes(record)))
+                adds.append(CommitOperationAdd(VERSION_FILE, record))
+                adds.append(CommitOperationAdd(CHECKSUMS_FILE, _checksums(hashes, record)))
                 # main holds only the newest version: drop the previous version's extra files.
                 deletes = [
                     CommitOperationDelete(name)
                     for name in on_main
-                    if name not in files and name != VERSION_FILE and name not in _HUB_KEEP
+                    if name not in files and name not in _RECORD_FILES and name not in _HUB_KEEP
                 ]
                 return [*adds, *deletes], f"Publish {version}", version
 
@@ -623,7 +636,7 @@ def _files_to_upload(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if not path.is_file() or name == VERSION_FILE:
+        if not path.is_file() or name in _RECORD_FILES:
             continue
         if name in _HUB_KEEP:  # e.g. a folder copied from a Hub snapshot; must not clobber main's
             logger.warning("not uploading %s: the registry owns it", name)
@@ -651,6 +664,12 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise RegistryError(f"cannot read {path}: {err}") from err
+
+
+def _checksums(hashes: Mapping[str, str], record: bytes) -> bytes:
+    """checksums.json: the staged files (any copied record files replaced) plus the version's own record."""
+    files = {name: digest for name, digest in hashes.items() if name not in _RECORD_FILES}
+    return checksums_json({**files, VERSION_FILE: checksum(record)})
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -696,26 +715,14 @@ def _replace_durably(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
-            _fsync_path(path)
+            fsync_path(path)
         elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(folder)
+            fsync_dir(path)
+    fsync_dir(folder)
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes renames and new entries in `folder` durable (POSIX; directories open read-only).
-    _fsync_path(folder)
