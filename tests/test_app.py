@@ -139,8 +139,11 @@ def test_add_examples_endpoint_reports_each_file(running_app, client, clothing_d
     bad = tmp_path / "oops.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     files = [handle_file(str(p)) for p in [*photos, bad, photos[0]]]
+    _, question, _, _ = client.predict(files, "New category…", "mini skirt", api_name="/add_examples")
+    assert "Create the new category 'mini skirt'" in question  # nothing stored before it is created
+    client.predict("mini skirt", api_name="/create_category")
     table, status, categories, _ = client.predict(files, "New category…", "mini skirt", api_name="/add_examples")
-    assert [row[1] for row in table["data"]] == ["added", "added", "added", "rejected", "duplicate"]
-    assert "oops.jpg" in table["data"][3][2] and "3 added" in status
+    assert [row[1] for row in table["data"]] == ["added", "added", "added", "rejected", "already there"]
+    assert "oops.jpg" in table["data"][3][3] and "3 added" in status
     mini = next(row for row in categories["data"] if row[0] == "mini skirt")
     assert mini[1] == "pending" and mini[2] == 3

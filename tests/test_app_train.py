@@ -65,7 +65,10 @@ def test_train_in_the_background_then_serve_it_then_roll_back(client, maintainer
         time.sleep(2)
         status, table = client.predict(api_name="/training_status")
     assert "**v2** trained from v1" in status and "promoted" in status, status
-    assert table["headers"][1] == "production (v2)"
+    # After a promote the comparison is the previous production against the new one, each figure with its photo count.
+    assert table["headers"] == ["measure", "previous production (v1)", "production (v2)"]
+    accuracy = next(row for row in table["data"] if row[0] == "accuracy on held-out photos")
+    assert accuracy[1] == "n/a" and accuracy[2].endswith(" photos"), accuracy
     _, result, _ = client.predict(handle_file(str(sandal_photo)), api_name="/predict")
     assert result["version"] == "v2" and result["predictions"][0]["label"] in {"hat", "shoes", "pants", "dress"}
     message, _ = client.predict(PASSWORD, api_name="/rollback")

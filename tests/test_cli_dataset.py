@@ -72,7 +72,8 @@ def test_a_model_label_keeps_its_spelling_and_is_not_pending(home, sandal_photo)
     assert json.loads(done.stdout)[0]["label"] == "sandal"
     stats = json.loads(run_cli(home, "dataset", "stats", "--json").stdout)
     assert stats["categories"] == [
-        {"name": "sandal", "pending": False, "total": 1, "by_source": {"upload": 1}, "by_split": stats["categories"][0]["by_split"]}
+        {"name": "sandal", "pending": False, "total": 1, "by_source": {"upload": 1}, "by_split": stats["categories"][0]["by_split"],
+         "held_out": stats["categories"][0]["by_split"].get("test", 0)}  # one photo: held out only by the hash share
     ]
 
 

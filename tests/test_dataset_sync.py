@@ -436,7 +436,7 @@ def test_the_card_lists_labels_sources_contributors_and_the_licence(dataset, pho
     assert set(labels) >= set(HOSTILE)
     assert "\\*x\\*" in text and "a\\|b" in text and "www\\.example.com" in text
     sources = {unescape(cells[0]).strip("`"): int(cells[1]) for cells in table(text, "## Sources")}
-    assert sources == {"import": 4, "upload": 4, "correction": 1, "confirmation": 0}
+    assert sources == {"import": 4, "upload": 4, "correction": 1, "confirmation": 0, "settlement": 0}
     assert "Contributors: 2 signed-in people, plus 6 rows added anonymously" in text
     assert "Conflicts: 1 image has more than one label" in text
     assert "grace-hopper" not in text  # a count, not names

@@ -65,3 +65,38 @@ def test_checkpoint_labels_of_a_folder_without_config(tmp_path):
 
     with pytest.raises(LabelError, match="cannot read the labels"):
         checkpoint_labels(tmp_path)
+
+
+KNOWN = ["hat", "cowboy hat", "T-shirt", "Shoe", "dress", "boxes", "berry", "longsleeve", "shirt"]
+
+
+@pytest.mark.parametrize(
+    "typed, near",
+    [
+        ("Hat", ["hat", "cowboy hat"]),  # same ignoring case; its words within "cowboy hat"
+        ("hats", ["hat", "cowboy hat"]),  # plural
+        ("shoes", ["Shoe"]),
+        ("dresses", ["dress"]),
+        ("box", ["boxes"]),
+        ("berries", ["berry"]),
+        ("tshirt", ["T-shirt"]),  # spacing and hyphens
+        ("Cowboy Hats", ["hat", "cowboy hat"]),
+        ("straw hat", ["hat"]),
+        ("skirt", []),
+        ("long sleeve", ["longsleeve"]),  # the same letters, spaced differently
+        ("??", []),
+    ],
+)
+def test_near_duplicates_by_case_plural_and_contained_words(typed, near):
+    from classifr.core.labels import near_duplicates
+
+    assert near_duplicates(typed, KNOWN) == near
+
+
+def test_near_duplicates_leave_out_the_exact_spelling_and_short_stems():
+    from classifr.core.labels import near_duplicates
+
+    assert near_duplicates("hat", ["hat", "hats", "hat"]) == ["hats"]
+    assert near_duplicates("glass", ["glas"]) == []  # "glass" ends in "ss": no plural to strip
+    assert near_duplicates("glasses", ["glass"]) == ["glass"]
+    assert near_duplicates("??", ["??", "?"]) == []

@@ -29,6 +29,7 @@ from classifr.monitoring.log import PredictionLog
 from classifr.monitoring.schema import INSERT_PREDICTION_SQL
 from classifr.versions.registry import VersionInfo
 from classifr.ui.monitor import (
+    SHIFT_HEADER,
     SUMMARY_HEADERS,
     VERSION_HEADERS,
     alerts_markdown,
@@ -52,7 +53,7 @@ PSI = "PSI of top-1 confidence"
 
 
 def _psi_cell(row: list) -> str:
-    return row[SUMMARY_HEADERS.index("drift (PSI)")]
+    return row[SUMMARY_HEADERS.index(SHIFT_HEADER)]
 
 
 # --- an empty log --------------------------------------------------------------------------------
@@ -218,15 +219,15 @@ def test_drift_is_reported_per_version_and_alerts_on_the_shifted_one(seeded):
     assert drift["v2"]["alert"] is False and drift["v2"]["value"] < 0.1
 
     table = {row[0]: row for row in summary_rows(summary)}
-    assert _psi_cell(table["v1"]) == f"{drift['v1']['value']:.3f} ALERT"
+    assert _psi_cell(table["v1"]) == f"{drift['v1']['value']:.3f} ⚠ shifted"
     assert _psi_cell(table["v2"]) == f"{drift['v2']['value']:.3f}"
 
     text = alerts_markdown(summary)
     lines = text.splitlines()
     assert len(lines) == 2 and "could not be logged" not in text
-    assert lines[0].startswith("- **⚠ Drift alert on v1:** PSI ") and "first 500 predictions of v1" in lines[0]
-    assert lines[1].startswith("- v2: PSI ") and "no significant shift from first 500 predictions of v2" in lines[1]
-    assert "Drift alert on v2" not in text
+    assert lines[0].startswith("- **⚠ The confidence of v1 has shifted:** confidence shift ") and "first 500 predictions of v1" in lines[0]
+    assert lines[1].startswith("- v2: confidence shift ") and "no significant shift from first 500 predictions of v2" in lines[1]
+    assert "v2 has shifted" not in text and "PSI" not in text
 
 
 def test_drift_compares_only_predictions_after_the_baseline(seeded):
@@ -320,26 +321,26 @@ def test_drift_against_the_eval_split_in_metrics_json(seeded, tmp_path):
     registry = FakeRegistry(tmp_path, {"v1": {"accuracy": 0.8}, "v2": {"accuracy": 0.9, "reference_scores": eval_scores}})
 
     report = version_drift(log, registry, "v2", since=window_start("24h", now=NOW))
-    assert report.reference == "eval split of v2 (300 images)"
+    assert report.reference == "held-out test photos of v2 (300 images)"
     assert report.n_reference == 300 and report.n_current == RECENT_PREDICTIONS  # nothing trimmed: not from the log
     assert report.statistic == PSI and report.value is not None and not report.alert
-    assert "no significant shift from eval split of v2 (300 images)" in report.message
+    assert "no significant shift from held-out test photos of v2 (300 images)" in report.message
 
     # v1's metrics.json has no reference_scores: its first predictions are the reference.
     assert version_drift(log, registry, "v1", since=None).reference == f"first {BASELINE_PREDICTIONS} predictions of v1"
 
     summary = monitor_summary(log, registry=registry, since=window_start("24h", now=NOW), serving=SERVING)
-    assert summary["by_version"]["v2"]["drift"]["reference"] == "eval split of v2 (300 images)"
+    assert summary["by_version"]["v2"]["drift"]["reference"] == "held-out test photos of v2 (300 images)"
     lines = alerts_markdown(summary).splitlines()
-    assert lines[0].startswith("- **⚠ Drift alert on v1:**")
-    assert "eval split of v2 \\(300 images\\)" in lines[1]  # escaped for Markdown
+    assert lines[0].startswith("- **⚠ The confidence of v1 has shifted:**")
+    assert "held-out test photos of v2 \\(300 images\\)" in lines[1]  # escaped for Markdown
 
 
 def test_a_shifted_eval_split_raises_an_alert(seeded, tmp_path):
     log, _ = seeded
     registry = FakeRegistry(tmp_path, {"v2": {"reference_scores": [0.05, 0.1, 0.15, 0.2] * 50}})
     report = version_drift(log, registry, "v2", since=None)
-    assert report.reference == "eval split of v2 (200 images)" and report.alert and report.value >= PSI_THRESHOLD
+    assert report.reference == "held-out test photos of v2 (200 images)" and report.alert and report.value >= PSI_THRESHOLD
 
 
 @pytest.mark.parametrize(
@@ -389,7 +390,10 @@ def test_gallery_items_show_only_rows_that_kept_their_image(tmp_path):
         assert [row["id"] for row in rows] == ["p2", "p1", "p0"] and [row["has_image"] for row in rows] == [True, False, True]
         items, shown = gallery_items(service, rows, bad_caption, grant=None)
     assert [row["id"] for row in shown] == ["p2", "p0"]
-    assert [caption for _, caption in items] == ["sandal (70%) → clog · v1", "sandal (50%) → clog · v1"]
+    # Worst first: the most confident mistake; each caption says when (24-hour clock, UTC).
+    assert [caption for _, caption in items] == [
+        "sandal (70%) → clog · v1 · Jan 01 00:16", "sandal (50%) → clog · v1 · Jan 01 00:16",
+    ]
     assert all(isinstance(picture, Image.Image) and picture.size == (8, 8) for picture, _ in items)
 
 
@@ -407,3 +411,96 @@ def test_version_rows_newest_first():
         ["v2", "v1", "candidate", "head", 1002, "clog, hat", "87.5%", "50.0%", "failed"],
         ["v1", "—", "production", "pretrained", 1000, "", "n/a", "n/a", "n/a"],
     ]
+
+
+# --- the time chart picks its span from the data -------------------------------------------------------
+
+
+def test_the_time_chart_shows_three_day_old_traffic_in_the_24h_window(tmp_path):
+    from classifr.ui.monitor import volume_chart
+
+    path = tmp_path / "predictions.sqlite"
+    PredictionLog(path).close()
+    old = NOW - 3 * DAY
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            INSERT_PREDICTION_SQL,
+            [(f"p{k}", old + 600.0 * k, "v1", "production", "ui", "sandal", 0.5, "[]", 10.0, f"{k:064x}",
+              8, 8, 100, None) for k in range(12)],
+        )  # fmt: skip
+    with PredictionLog(path) as log:
+        service = SimpleNamespace(
+            prediction_time_span=lambda since=None, version=None: log.time_span(since=since, version=version),
+            prediction_volume=lambda bucket_s, version=None, since=None: log.volume(bucket_s=bucket_s, version=version, since=since),
+        )
+        since = window_start("24h", now=NOW)
+        frame, note = volume_chart(service, since, None)
+        assert frame["predictions"].sum() == 12 and frame["time"].min() >= pd.Timestamp(old, unit="s", tz="UTC")
+        assert len(frame) >= 6  # buckets fitted to the 2-hour span, not one point per day
+        assert (frame["predictions"] == 0).any()  # empty buckets are drawn as 0, not bridged by the line
+        assert note.startswith("None in the chosen window: all predictions, ") and "UTC" in note
+        summary = monitor_summary(log, since=since)
+        newest = log.time_span()[1]
+        assert alerts_markdown(summary, newest, NOW).startswith("No predictions in this time window: the newest is 3 days old.")
+        # Traffic inside the window is charted over its own span.
+        frame, note = volume_chart(service, None, None)
+        assert frame["predictions"].sum() == 12 and not note.startswith("None")
+        empty = SimpleNamespace(prediction_time_span=lambda since=None, version=None: None)
+        frame, note = volume_chart(empty, since, None)
+        assert frame.empty and note == "No predictions yet."
+
+
+# --- review labels: live, and a new one only after a question ------------------------------------------
+
+PASSWORD = "a maintainer's password"
+
+
+@pytest.fixture
+def tiny_service(tmp_path, tiny_default_version):
+    from classifr.app.project import open_service
+    from classifr.core.config import Settings
+
+    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
+    service = open_service(settings, default_version=tiny_default_version)
+    yield service
+    service.close()
+
+
+def _handler(demo: gr.Blocks, name: str):
+    [fn] = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name]
+    return fn
+
+
+def test_a_typed_hat_asks_before_creating_it_and_never_becomes_cowboy_hat(tiny_service, clothing_dir):
+    from classifr.ui.app import build_app
+    from classifr.ui.monitor import review_answer
+
+    photo = sorted((clothing_dir / "test" / "hat").glob("*.jpg"))[0]
+    demo = build_app(tiny_service)  # built before the category exists: its lists must not be frozen
+    tiny_service.create_category("cowboy hat")
+    prediction = tiny_service.predict(photo)
+    assert tiny_service.flush_prediction_log()
+    grant = tiny_service.maintainer_grant(PASSWORD)
+    row = {"id": prediction.id}
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), username=None, headers={})
+
+    # The list of labels is read again on a pick: the category made after start is there.
+    [review_label] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "monitor-review-label"]
+    assert review_label.allow_custom_value is False  # typed text never picks the first match
+    [pick] = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "pick"
+              and "review" in str([getattr(o, "elem_id", "") for o in f.outputs])]
+    _, choices, _ = pick([row | {"label": "cat"}], SimpleNamespace(index=0))
+    assert "cowboy hat" in choices["choices"] and choices["value"] == "cat"
+
+    assert review_answer(tiny_service, "cat", "Cowboy Hat") == ("store", "cowboy hat")  # a known one, its spelling
+    assert review_answer(tiny_service, "dog", None) == ("store", "dog")
+    correct = _handler(demo, "correct_review")
+    status, kept, question_row, question, asked = correct(row, None, "hat", grant, request, None)
+    assert question_row["visible"] is True and asked == "hat" and status == ""
+    assert "Create the new category **hat**?" in question and "cowboy hat" in question  # the near-duplicate
+    assert tiny_service.dataset.rows() == [] and "hat" not in tiny_service.label_choices()  # nothing yet
+
+    status, *_ = _handler(demo, "create_and_store")(kept, asked, grant, request, None)
+    assert "Stored as **hat**" in status
+    assert [r.label for r in tiny_service.dataset.rows()] == ["hat"]
+    assert "hat" in tiny_service.label_choices() and "cowboy hat" in tiny_service.label_choices()

@@ -1,5 +1,5 @@
 """The service feeds the prediction log and the Prometheus metrics, and serves the canary, on the real
-default model and real photos."""
+default model and real photos; the review queue and settling conflicts on a tiny random model."""
 
 from __future__ import annotations
 
@@ -151,3 +151,73 @@ def test_images_are_not_kept_when_image_storage_is_off(fresh_home, sandal_photo)
         assert service.prediction_log.image(result.id) is None
     finally:
         service.close()
+
+
+# --- the review queue and conflicts on a tiny model (fast) --------------------------------------
+
+PASSWORD = "a maintainer's password"
+
+
+@pytest.fixture
+def tiny_service(tmp_path, tiny_default_version):
+    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
+    service = open_service(settings, default_version=tiny_default_version)
+    yield service
+    service.close()
+
+
+def test_one_photo_predicted_three_times_is_one_review_item(tiny_service, clothing_dir):
+    same, other = sorted((clothing_dir / "test" / "hat").glob("*.jpg"))[:2]
+    results = [tiny_service.predict(same) for _ in range(3)] + [tiny_service.predict(other)]
+    assert tiny_service.flush_prediction_log()
+    grant = tiny_service.maintainer_grant(PASSWORD)
+    # The tiny random model is unsure of everything (3 labels, about a third each): all low confidence.
+    queue = tiny_service.review_queue(grant=grant)
+    assert len(queue) == 2 and len({item["image_sha256"] for item in queue}) == 2
+    assert results[2].id in {item["id"] for item in queue}  # the photo's newest prediction stands for it
+    assert not {results[0].id, results[1].id} & {item["id"] for item in queue}
+
+
+def test_a_maintainer_settles_a_conflict_for_the_dataset_and_for_training(tiny_service, clothing_dir):
+    from classifr.app.access import NotAMaintainerError
+    from classifr.data.dataset import ProjectDataset, SettlementError
+    from training.data import collect
+
+    photo, *others = sorted((clothing_dir / "test" / "dress").glob("*.jpg"))[:7]
+    result = tiny_service.predict(photo)
+    assert tiny_service.record_feedback(photo, "skirt", prediction=result.id).status == "added"
+    assert tiny_service.record_feedback(photo, "dress", prediction=result.id).conflicts == ("skirt",)
+    tiny_service.add_examples(others, "dress")
+    grant = tiny_service.maintainer_grant(PASSWORD)
+    [conflict] = tiny_service.dataset_conflicts(grant=grant)
+    assert conflict["labels"] == ["skirt", "dress"] and [a["source"] for a in conflict["answers"]] == ["correction"] * 2
+    assert tiny_service.dataset_photo(conflict["sha256"], grant=grant)[:2] == b"\xff\xd8"  # the stored JPEG
+    with pytest.raises(NotAMaintainerError):
+        tiny_service.settle_conflict(conflict["sha256"], "dress", grant=None)
+    with pytest.raises(SettlementError, match="'hat' is not one of the labels"):
+        tiny_service.settle_conflict(conflict["sha256"], "hat", grant=grant)
+    # Training leaves the photo out while it is in conflict.
+    assert conflict["sha256"] not in {s.sha256 for s in (*collect([("project", tiny_service.dataset)]).train,
+                                                        *collect([("project", tiny_service.dataset)]).test)}
+
+    assert tiny_service.settle_conflict(conflict["sha256"], "Dress", grant=grant, contributor="ada") == "dress"
+
+    reopened = ProjectDataset(tiny_service.dataset.root)  # durable: the settlement is a row on disk
+    for dataset in (tiny_service.dataset, reopened):
+        assert dataset.conflicts() == [] and tiny_service.dataset_conflicts(grant=grant) == []
+        settlement = dataset.rows()[-1]
+        assert (settlement.source, settlement.label, settlement.contributor) == ("settlement", "dress", "ada")
+        assert {r.label for r in dataset.effective_rows() if r.sha256 == conflict["sha256"]} == {"dress"}
+        assert [r.label for r in dataset.rows() if r.sha256 == conflict["sha256"]] == ["skirt", "dress", "dress"]
+        counts = {c.name: c.total for c in dataset.categories()}
+        photos_of = {label: {r.sha256 for r in dataset.effective_rows() if r.label == label} for label in ("dress", "skirt")}
+        # the settled photo counts once, as dress: not twice (its answer and the settlement), not as skirt
+        assert (counts.get("dress", 0), counts.get("skirt", 0)) == (len(photos_of["dress"]), len(photos_of["skirt"]))
+        data = collect([("project", dataset)])
+        [sample] = [s for s in (*data.train, *data.test) if s.sha256 == conflict["sha256"]]
+        assert sample.label == "dress" and "skirt" not in data.labels
+    with pytest.raises(SettlementError, match="no conflicting labels"):
+        tiny_service.settle_conflict(conflict["sha256"], "dress", grant=grant)
+    # A later, different answer opens a new conflict on the settled photo.
+    assert tiny_service.record_feedback(photo, "coat", prediction=result.id).conflicts == ("dress",)
+    assert [c["labels"] for c in tiny_service.dataset.conflicts()] == [["dress", "coat"]]

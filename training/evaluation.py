@@ -1,4 +1,4 @@
-"""Evaluate a version on the project's held-out test split, against another version.
+"""Evaluate a version on the project's held-out images, against another version.
 
     classifr evaluate [V] [--against REF] [--json]        # default: candidate (else production) against production
     python -m training.evaluation ...                     # the same
@@ -13,7 +13,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from classifr.core.config import Settings
@@ -44,6 +44,22 @@ def top1_scored(classifier: Classifier, paths: Sequence) -> list[Prediction]:
     return best
 
 
+def top1_scored_and_among(
+    classifier: Classifier, paths: Sequence, allowed: Collection[str]
+) -> tuple[list[Prediction], list[str] | None]:
+    """Each image's top label (with its probability) and its best label within `allowed` (the
+    candidate choosing among its parent's labels only); None for the latter when no label is allowed."""
+    allowed = set(allowed) & set(classifier.labels.names)
+    best: list[Prediction] = []
+    among: list[str] = []
+    for start in range(0, len(paths), BATCH_SIZE):
+        images = [read_image(p, min_side=classifier.min_side).image for p in paths[start : start + BATCH_SIZE]]
+        for ranked in classifier.predict(images, top_k=len(classifier.labels)):
+            best.append(ranked[0])
+            among.append(next((p.label for p in ranked if p.label in allowed), ""))
+    return best, (among if allowed else None)
+
+
 def evaluate_version(settings: Settings, ref: str | None, *, against: str = "production") -> dict[str, Any]:
     from classifr.app.project import open_registry
 
@@ -59,22 +75,26 @@ def evaluate_version(settings: Settings, ref: str | None, *, against: str = "pro
                             num_threads=settings.num_threads)
     baseline = load_classifier(registry.local_path(other), version=other, backend=settings.backend,
                                num_threads=settings.num_threads)
-    test = collect([("project", ProjectDataset(settings.dataset_dir))]).test
+    data = collect([("project", ProjectDataset(settings.dataset_dir))])
+    test = data.test
     if not test:
-        raise ClassifrError("the project dataset has no test images yet (about 15% of images are held out)")
+        raise ClassifrError("the project dataset has no held-out images yet: add more images to each label")
     paths, references = [s.path for s in test], [s.label for s in test]
-    predictions = top1(model, paths)
+    best, among = top1_scored_and_among(model, paths, baseline.labels.names)
+    predictions = [p.label for p in best]
+    added = [name for name in model.labels.names if name not in set(baseline.labels.names)]
     cache = settings.cache_dir / "evaluate"
     metrics = classification_metrics(references, predictions, labels=model.labels.names, cache_dir=cache)
     comparison = compare_with_parent(
-        references, predictions, top1(baseline, paths), parent_labels=baseline.labels.names, cache_dir=cache
+        references, predictions, top1(baseline, paths), parent_labels=baseline.labels.names,
+        restricted_predictions=among, new_labels=added, cache_dir=cache,
     )
     return {"version": version, "against": other, "backend": model.backend, "metrics": metrics.to_json(),
-            "comparison": comparison.to_json()}
+            "held_out": data.held_out_report(), "comparison": comparison.to_json()}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="classifr evaluate", description="Evaluate a version on the held-out test split.")
+    parser = argparse.ArgumentParser(prog="classifr evaluate", description="Evaluate a version on the held-out images.")
     parser.add_argument("version", nargs="?", metavar="V", help="version or alias (default: candidate, else production)")
     parser.add_argument("--against", default="production", metavar="REF", help="compare with this version (default production)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -95,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         m, c = result["metrics"], result["comparison"]
-        print(f"{result['version']}: accuracy {m['accuracy']:.1%}, macro F1 {m['macro_f1']:.1%} on {m['num_images']} test images; "
+        print(f"{result['version']}: accuracy {m['accuracy']:.1%}, macro F1 {m['macro_f1']:.1%} on {m['num_images']} held-out images; "
               f"churn against {result['against']} {c['churn']:.1%}")
     return 0
 

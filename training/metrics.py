@@ -23,13 +23,14 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from classifr.core.errors import ClassifrError, LabelError
+from classifr.data.split import MIN_HELD_OUT
 
 if TYPE_CHECKING:
     import evaluate
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MODULES_DIR = Path(__file__).resolve().parent / "evaluate_modules"
 METRIC_NAMES = ("accuracy", "f1", "precision", "recall", "confusion_matrix")
+MAX_CONFUSIONS_ADDED = 10  # the most frequent old/new confusion pairs a comparison keeps
 CONFUSION_COUNTS_MAX_LABELS = 20  # above this, numbers in the cells are unreadable
 MAX_TICK_LABEL_CHARS = 24
 
@@ -242,9 +244,18 @@ class Comparison:
     new_label_support: dict[str, int]
     num_images: int
     num_shared: int  # images whose true label the parent knows
+    # Forgetting, measured apart from the new question (docs/retraining.md#the-promotion-gate):
+    # on images of the parent's labels, the new model choosing among the parent's labels only.
+    # None when there is no such image or no restricted answer was given.
+    old_labels: dict[str, Any] | None = None
+    new_labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> precision, recall, held_out, ...
+    confusions_added: list[dict[str, Any]] = field(default_factory=list)  # {true, predicted, count}, old vs new labels
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "old_labels": None if self.old_labels is None else dict(self.old_labels),
+            "new_labels": {label: dict(row) for label, row in self.new_labels.items()},
+            "confusions_added": [dict(pair) for pair in self.confusions_added],
             "num_images": self.num_images,
             "num_shared": self.num_shared,
             "shared_accuracy_new": self.shared_accuracy_new,
@@ -283,20 +294,83 @@ def _new_label_recall(refs: np.ndarray, new: np.ndarray, old: set[str]) -> tuple
     return recall, support
 
 
+def _forgetting(
+    refs: np.ndarray, new: np.ndarray, parent: np.ndarray, restricted: np.ndarray | None, shared: np.ndarray, old: set[str]
+) -> dict[str, Any] | None:
+    """Of the old-label images the parent got right, how many the new model, choosing among the
+    parent's labels only, gets wrong (and how many it now answers with a new label); both models'
+    accuracy on old-label images."""
+    if restricted is None or not shared.any():
+        return None
+    parent_right = shared & (parent == refs)
+    forgotten = parent_right & (restricted != refs)
+    taken = parent_right & np.fromiter((label not in old for label in new), dtype=bool, count=len(new))
+    right_count = int(parent_right.sum())
+    return {
+        "num_images": int(shared.sum()),
+        "parent_right": right_count,
+        "forgotten": int(forgotten.sum()),
+        "taken_by_new_labels": int(taken.sum()),
+        "forgetting": float(forgotten.sum() / right_count) if right_count else None,
+        "accuracy_restricted": float((restricted[shared] == refs[shared]).mean()),
+        "accuracy_parent": float((parent[shared] == refs[shared]).mean()),
+    }
+
+
+def _new_labels(refs: np.ndarray, new: np.ndarray, old: set[str], new_labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Precision and recall of each label the parent lacks, with the counts they rest on."""
+    present = set(refs.tolist()) | set(new.tolist()) | set(new_labels)
+    rows: dict[str, dict[str, Any]] = {}
+    for label in sorted(present - old, key=str.casefold):
+        truth, said = refs == label, new == label
+        held_out, predicted, right = int(truth.sum()), int(said.sum()), int((truth & said).sum())
+        rows[label] = {
+            "precision": right / predicted if predicted else None,
+            "recall": right / held_out if held_out else None,
+            "held_out": held_out,
+            "predicted": predicted,
+            "right": right,
+            "measurable": held_out >= MIN_HELD_OUT,
+        }
+    return rows
+
+
+def _confusions_added(refs: np.ndarray, new: np.ndarray, old: set[str]) -> list[dict[str, Any]]:
+    """Errors between an old and a new label (either way): confusions the parent could not make."""
+    pairs = Counter(
+        (truth, said) for truth, said in zip(refs.tolist(), new.tolist()) if truth != said and (truth in old) != (said in old)
+    )
+    ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:MAX_CONFUSIONS_ADDED]
+    return [{"true": truth, "predicted": said, "count": count} for (truth, said), count in ranked]
+
+
 def compare_with_parent(
     references: Sequence[str],
     new_predictions: Sequence[str],
     parent_predictions: Sequence[str],
     *,
     parent_labels: Sequence[str],
+    restricted_predictions: Sequence[str] | None = None,
+    new_labels: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Comparison:
-    """Accuracy on the parent's labels, churn and new-label recall of a new version vs its parent."""
+    """A new version against its parent: accuracy on the parent's labels, churn, forgetting, and
+    precision/recall of the new labels.
+
+    `restricted_predictions`: the new model's best label among the parent's labels only, for each
+    image (forgetting is measured on these, so a new label winning is not counted as forgetting).
+    `new_labels`: the labels added, so one with no held-out image is still reported.
+    """
     num_images = _check_lengths(
         references=references, new_predictions=new_predictions, parent_predictions=parent_predictions
     )
     old = set(_unique_labels(parent_labels, what="parent_labels"))
     _check_known(parent_predictions, old, what="parent predictions", label_list="parent labels")
+    restricted = None
+    if restricted_predictions is not None:
+        _check_lengths(references=references, restricted_predictions=restricted_predictions)
+        _check_known(restricted_predictions, old, what="restricted predictions", label_list="parent labels")
+        restricted = np.asarray(list(restricted_predictions), dtype=object)
     # Object arrays keep arbitrary strings intact (a fixed-width str dtype would be fine too).
     refs, new, parent = (
         np.asarray(list(values), dtype=object) for values in (references, new_predictions, parent_predictions)
@@ -318,6 +392,9 @@ def compare_with_parent(
         new_label_support=support,
         num_images=num_images,
         num_shared=int(shared.sum()),
+        old_labels=_forgetting(refs, new, parent, restricted, shared, old),
+        new_labels=_new_labels(refs, new, old, new_labels),
+        confusions_added=_confusions_added(refs, new, old),
     )
     logger.info("compared with parent on %d images: churn %.4f", num_images, comparison.churn)
     return comparison

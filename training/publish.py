@@ -28,7 +28,7 @@ CARD_TEMPLATE = """---
 An image classifier trained by Classifr from version `{{ parent }}` with the **{{ strategy }}** strategy.
 It knows {{ num_labels }} labels; new in this version: {{ added }}.
 
-## Evaluation (held-out `test` split of the training data, {{ num_images }} images)
+## Evaluation ({{ num_images }} held-out images of the training data)
 
 | metric | this version | parent `{{ parent }}` |
 |---|---:|---:|
@@ -38,6 +38,7 @@ It knows {{ num_labels }} labels; new in this version: {{ added }}.
 | churn (top-1 changed) | {{ churn }} | |
 | churn, old label to new label | {{ churn_old_to_new }} | |
 | churn, old label to old label | {{ churn_old_to_old }} | |
+| forgetting: old-label images the parent got right, now wrong among old labels only | {{ forgetting }} | |
 
 {{ new_label_table }}
 
@@ -77,6 +78,7 @@ class VersionFiles:
     datasets: dict[str, dict]  # name -> fingerprint, images, by_source
     train_counts: dict[str, int]
     confusion_png: Path
+    held_out: dict[str, Any] = field(default_factory=dict)  # TrainingData.held_out_report(): per label, too few
     reference_scores: list[float] = field(default_factory=list)  # top-1 probabilities on the eval split (drift)
     # The eval split's image paths and reference labels: ONNX verification (up to 300 of them) and
     # the int8 accuracy check (all of them). Empty: verified on the sample photos, no int8.
@@ -122,6 +124,7 @@ class VersionFiles:
             "metrics": self.metrics,
             "comparison": self.comparison,
             "gate": self.gate,
+            "held_out": dict(self.held_out),
             "train_counts": dict(self.train_counts),
             "hyperparameters": dict(self.hyperparameters),
             "strategy": self.strategy,
@@ -157,6 +160,7 @@ class VersionFiles:
             churn=_pct(c.get("churn")),
             churn_old_to_new=_pct(c.get("churn_old_to_new")),
             churn_old_to_old=_pct(c.get("churn_old_to_old")),
+            forgetting=_forgetting_cell(c.get("old_labels")),
             new_label_table=self._new_label_table(),
             onnx=escape_markdown(onnx),
             gate="passed" if self.gate["passed"] else "failed: " + "; ".join(map(escape_markdown, self.gate["reasons"])),
@@ -178,17 +182,25 @@ class VersionFiles:
         ]
 
     def _new_label_table(self) -> str:
-        recall = self.comparison.get("new_label_recall") or {}
-        if not recall:
+        new_labels = self.comparison.get("new_labels") or {}
+        if not new_labels:
             return ""
-        support = self.comparison.get("new_label_support") or {}
-        rows = "\n".join(f"| {escape_markdown(k)} | {_pct(v)} | {support.get(k, 0)} |" for k, v in recall.items())
-        return "| new label | recall | eval images |\n|---|---:|---:|\n" + rows
+        rows = "\n".join(
+            f"| {escape_markdown(k)} | {_pct(v.get('precision'))} | {_pct(v.get('recall'))} | {v.get('held_out', 0)} |"
+            for k, v in new_labels.items()
+        )
+        return "| new label | precision | recall | held-out images |\n|---|---:|---:|---:|\n" + rows
 
 
 def publish(registry: ModelRegistry, files: VersionFiles, *, metadata: dict[str, Any]) -> VersionInfo:
     """The next registry version from `files`, with the `candidate` alias pointing at it."""
     return registry.publish(files.write, parent=files.parent, metadata=metadata, aliases=["candidate"])
+
+
+def _forgetting_cell(old: dict[str, Any] | None) -> str:
+    if not old or old.get("forgetting") is None:
+        return "n/a"
+    return f"{old['forgetting']:.1%} ({old['forgotten']} of {old['parent_right']})"
 
 
 def _pct(value: float | None) -> str:

@@ -18,6 +18,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ from training import head as head_training
 from training.anchors import look_alikes, traffic_anchors
 from training.data import TrainingData, collect, external_dataset
 from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
-from training.evaluation import top1, top1_scored
+from training.evaluation import top1, top1_scored_and_among
 from training.gate import GateResult, check_gate
 from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
 from training.publish import VersionFiles, publish
@@ -104,6 +105,8 @@ class _Trained:
     hyperparameters: dict[str, Any]
     warnings: list[str]
     scores: list[float]  # top-1 probability on each eval image: the reference for drift monitoring
+    # The best label among the parent's labels only, per eval image: forgetting is measured on it.
+    restricted_predictions: list[str] | None = None
 
 
 def run(
@@ -136,15 +139,17 @@ def run(
             trained = _train(parent, data, labels, added, options, settings, report, tracker, registry)
         references = [s.label for s in data.test]
         if not references:
-            raise ClassifrError("the test split is empty: add more images (about 15% of them are held out)")
+            raise ClassifrError("no image is held out for testing yet: add more images to each label")
         with clock("evaluate"):
             evaluate_cache = settings.cache_dir / "evaluate"  # evaluate's module cache stays in the project
             metrics = classification_metrics(references, trained.predictions, labels=labels.names, cache_dir=evaluate_cache)
             comparison = compare_with_parent(
                 references, trained.predictions, trained.parent_predictions,
-                parent_labels=parent.labels.names, cache_dir=evaluate_cache,
+                parent_labels=parent.labels.names, restricted_predictions=trained.restricted_predictions,
+                new_labels=added, cache_dir=evaluate_cache,
             )
-            gate = check_gate(comparison, added)
+            images_per_label = Counter(s.label for s in (*data.train, *data.test))
+            gate = check_gate(comparison, added, images_per_label=images_per_label)
         report("publishing", 0.9)
         with clock("publish"), tempfile.TemporaryDirectory() as tmp:
             png = save_confusion_png(metrics, Path(tmp) / "confusion.png", title=f"{options.strategy} from {parent_version}")
@@ -153,6 +158,7 @@ def run(
                 strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
                 comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
                 gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
+                held_out=data.held_out_report(),
                 reference_scores=[round(score, 5) for score in trained.scores],
                 eval_images=[s.path for s in data.test], eval_labels=references, onnx_int8=options.onnx_int8,
             )
@@ -222,7 +228,8 @@ def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added:
         )
     model = with_head(parent.model, labels, weights.weight, weights.bias)
     test = torch.from_numpy(test_x)
-    best = (test @ weights.weight.T + weights.bias).softmax(-1).max(-1)
+    logits = test @ weights.weight.T + weights.bias
+    best = logits.softmax(-1).max(-1)
     predictions = best.indices.tolist()
     parent_predictions = parent_head(test).argmax(-1).tolist()
     return _Trained(
@@ -234,7 +241,18 @@ def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added:
                          **({} if options.new_head else anchor_counts)},
         warnings=warnings,
         scores=best.values.tolist(),
+        restricted_predictions=_best_among(logits, labels, parent.labels.names),
     )
+
+
+def _best_among(logits: torch.Tensor, labels: LabelSet, allowed: Sequence[str]) -> list[str] | None:
+    """Each row's best label among `allowed` only (None when the model has none of them)."""
+    allowed_set = set(allowed)
+    columns = [i for i, name in enumerate(labels.names) if name in allowed_set]
+    if not columns:
+        return None
+    best = logits[:, columns].argmax(-1).tolist()
+    return [labels.names[columns[i]] for i in best]
 
 
 def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_version: str, settings: Settings,
@@ -279,11 +297,12 @@ def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added:
         on_epoch=lambda record: tracker.log(record, step=record["steps"]),  # learning curves, per epoch
     )
     trained = Classifier(result.model, parent.preprocess, version="candidate")
-    best = top1_scored(trained, [s.path for s in data.test])
+    best, among = top1_scored_and_among(trained, [s.path for s in data.test], parent.labels.names)
     return _Trained(
         model=result.model,
         predictions=[p.label for p in best],
         scores=[p.score for p in best],
+        restricted_predictions=among,
         parent_predictions=top1(parent, [s.path for s in data.test]),
         hyperparameters={**asdict(config), "best_epoch": result.best_epoch},
         warnings=[],
@@ -383,9 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         state = "promoted to production" if outcome.promoted else "candidate (not promoted)"
         print(
-            f"{outcome.version} from {outcome.parent}: accuracy {outcome.metrics['accuracy']:.1%}, "
-            f"macro F1 {outcome.metrics['macro_f1']:.1%}, new labels {outcome.labels_added or 'none'}; {state}"
+            f"{outcome.version} from {outcome.parent}: accuracy {outcome.metrics['accuracy']:.1%} on "
+            f"{outcome.metrics['num_images']} held-out images, macro F1 {outcome.metrics['macro_f1']:.1%}, "
+            f"new labels {outcome.labels_added or 'none'}; {state}"
         )
+        print(f"gate: {'passed' if outcome.gate['passed'] else 'not passed'}")
+        for line in outcome.gate["summary"]:
+            print(f"  {line}")
     return 0
 
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Union
 from PIL import Image
 
 from classifr.core.config import Settings
-from classifr.data.dataset import AddResult, Category, Example, Feedback, ProjectDataset
-from classifr.core.errors import ClassifrError, FeedbackError, InvalidImageError, VersionNotFoundError
+from classifr.data.dataset import AddResult, Category, Example, Feedback, ProjectDataset, validate_category
+from classifr.core.labels import near_duplicates
+from classifr.core.errors import ClassifrError, FeedbackError, InvalidImageError, RegistryError, VersionNotFoundError
 from classifr.core.memory import return_large_buffers_to_the_system
 from classifr.core.images import ImageLimits, LoadedImage, read_image, stored_copy
 from classifr.core.storage import disk_free
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 FEEDBACK_DECODE_SIDE = 32  # feedback needs the photo's bytes checked, not a full decode
 FEEDBACK_LOOKUP_WAIT_S = 5.0  # how long an answer waits for its prediction to reach the log
+THUMBNAIL_SIDE = 128  # px: a photo's thumbnail in the Teach tab's results (a JPEG draft decode)
 
 Serving = Union["Classifier", PendingModel]  # a loaded version, or one still loading at start-up
 
@@ -424,6 +426,17 @@ class ClassifrService:
         seen = {name.casefold() for name in own}
         return own + sorted((label for label in known if label.casefold() not in seen), key=str.casefold)
 
+    def check_new_label(self, name: str) -> dict[str, Any]:
+        """What storing `name` as a label would do, before anything is stored: `label` (trimmed),
+        `existing` (the known spelling when it exists ignoring case, else None: it would be a new
+        category) and `near` (other known labels it may be a near-duplicate of: docs/features.md,
+        "New categories"). LabelError names an invalid name."""
+        label = validate_category(name)
+        known = self.known_labels()
+        existing = self.dataset.resolve_label(label, known)
+        near = [other for other in near_duplicates(label, self.label_choices()) if other != existing]
+        return {"label": label, "existing": existing, "near": near}
+
     def create_category(self, name: str, *, contributor: str | None = None) -> Category:
         return self.dataset.create_category(name, contributor=contributor, known=self.known_labels())
 
@@ -481,6 +494,31 @@ class ClassifrService:
         self._grants.check(grant)
         return self._require_log().feedback_conflicts(limit=limit)
 
+    def dataset_conflicts(self, *, grant: MaintainerGrant | None) -> list[dict[str, Any]]:
+        """Photos of the project dataset with conflicting labels, not settled yet: `sha256`,
+        `labels` and `answers` (label, source, contributor, time), for maintainers only (`grant`)."""
+        self._grants.check(grant)
+        conflicted = {c["sha256"]: c["labels"] for c in self.dataset.conflicts()}
+        answers: dict[str, list[dict[str, Any]]] = {sha: [] for sha in conflicted}
+        for row in self.dataset.rows():
+            if row.sha256 in answers:
+                answers[row.sha256].append(
+                    {"label": row.label, "source": row.source, "contributor": row.contributor, "created_at": row.created_at})
+        return [{"sha256": sha, "labels": labels, "answers": answers[sha]} for sha, labels in conflicted.items()]
+
+    def dataset_photo(self, sha256: str, *, grant: MaintainerGrant | None) -> bytes | None:
+        """The stored photo of a project dataset image (for the conflicts view); maintainers only."""
+        self._grants.check(grant)
+        return self.dataset.image(sha256)
+
+    def settle_conflict(
+        self, sha256: str, label: str, *, grant: MaintainerGrant | None, contributor: str | None = None
+    ) -> str:
+        """A maintainer picks the right label of a photo with conflicting answers; training then
+        uses that label only (docs/monitoring.md, "Feedback conflicts"). The label settled."""
+        self._grants.check(grant)
+        return self.dataset.settle(sha256, label, contributor=contributor).label
+
     def _logged_prediction(self, claim: PredictionClaim) -> dict[str, Any]:
         """The log's record of the claimed prediction, checked against the claim; FeedbackError if unknown."""
         log = self._require_log()
@@ -532,8 +570,26 @@ class ClassifrService:
     def dataset_stats(self) -> dict[str, Any]:
         return self.dataset.stats(self.known_labels())
 
+    def thumbnail(self, source: Any, *, side: int = THUMBNAIL_SIDE, name: str | None = None) -> Image.Image | None:
+        """A small copy of a photo for display (the Teach tab's results); None when it cannot be read."""
+        try:
+            image = read_image(source, limits=self.limits, min_side=side, name=name).image
+        except ClassifrError:
+            return None
+        image.thumbnail((side, side))
+        return image
+
     def list_versions(self) -> list[VersionInfo]:
         return self.registry.list_versions() if self.registry else []
+
+    def previous_production(self) -> str | None:
+        """The version a rollback would serve again; None without a registry or an earlier production."""
+        if self.registry is None:
+            return None
+        try:
+            return self.registry.rollback_target()
+        except RegistryError:
+            return None
 
     def promote(self, ref: str) -> VersionInfo:
         """Make `ref` production and serve it from the next request on.
@@ -819,19 +875,26 @@ class ClassifrService:
     # shown to maintainers only (docs/privacy.md), so each method below takes a maintainer grant.
 
     def gallery(
-        self, kind: str, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 24
+        self, kind: str, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 24, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """The newest "corrected" or "confirmed" predictions; NotAMaintainerError without a grant."""
-        self._grants.check(grant)
-        return self._require_log().gallery(kind, version=version, limit=limit)
-
-    def review_queue(
-        self, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 12
-    ) -> list[dict[str, Any]]:
-        """The least confident predictions that still have their image and no feedback;
+        """"corrected" or "confirmed" photos, each once, worst first (`offset` pages);
         NotAMaintainerError without a grant."""
         self._grants.check(grant)
-        return self._require_log().review_queue(version=version, limit=limit)
+        return self._require_log().gallery(kind, version=version, limit=limit, offset=offset)
+
+    def review_queue(
+        self, *, grant: MaintainerGrant | None, version: str | None = None, limit: int = 12, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The least confident photos that still have their image and no answer, each once
+        (`offset` pages); NotAMaintainerError without a grant."""
+        self._grants.check(grant)
+        return self._require_log().review_queue(version=version, limit=limit, offset=offset)
+
+    def prediction_time_span(
+        self, *, since: float | None = None, version: str | None = None
+    ) -> tuple[float, float] | None:
+        """(first, last) prediction time since `since`, None when there is none."""
+        return self._require_log().time_span(version=version, since=since)
 
     def logged_image(self, prediction_id: str, *, grant: MaintainerGrant | None) -> bytes | None:
         """The stored copy of a logged prediction's image; None when it is no longer kept (or never

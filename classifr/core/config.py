@@ -123,6 +123,7 @@ class Settings:
     server_name: str = "127.0.0.1"
     server_port: int = DEFAULT_PORT
     top_k: int = 5
+    guess_below: float = 0.5  # CLASSIFR_GUESS_BELOW: a top score under this is shown as a guess, not an answer
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 120_000_000
     max_decoded_bytes: int = 100 * 1024 * 1024  # CLASSIFR_MAX_DECODED_MB: memory one image may take once decoded
@@ -180,6 +181,7 @@ class Settings:
             server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
             server_port=_int(env, "GRADIO_SERVER_PORT", DEFAULT_PORT, minimum=1, maximum=65535),
             top_k=_int(env, "CLASSIFR_TOP_K", 5, minimum=1, maximum=100),
+            guess_below=_share(env, "CLASSIFR_GUESS_BELOW", 0.5),
             max_image_bytes=_int(env, "CLASSIFR_MAX_IMAGE_MB", 50, minimum=1, maximum=1024) * 1024 * 1024,
             max_image_pixels=_int(env, "CLASSIFR_MAX_IMAGE_PIXELS", 120_000_000, minimum=1, maximum=1_000_000_000),
             max_decoded_bytes=_int(env, "CLASSIFR_MAX_DECODED_MB", 100, minimum=1, maximum=64 * 1024) * 1024 * 1024,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from classifr.core.errors import LabelError
 logger = logging.getLogger(__name__)
 
 MAX_LABEL_LENGTH = 64
+MIN_SINGULAR_LENGTH = 2  # "tvs" -> "tv", but "is" is not the plural of "i"
 
 
 def normalize_label(name: object) -> str:
@@ -108,3 +110,45 @@ def checkpoint_labels(folder: Path) -> LabelSet:
     if "label_names" in config:  # TimmWrapperConfig saves its labels as a list
         return LabelSet(tuple(config["label_names"]))
     raise LabelError(f"{str(config_file)!r} names no labels (no id2label or label_names)")
+
+
+def near_duplicates(name: str, existing: Iterable[str]) -> list[str]:
+    """The labels of `existing` that a contributor typing `name` may have meant, in their order:
+    the same ignoring case, spacing or hyphens ("T-shirt", "tshirt"), singular and plural
+    ("hat", "hats"), or all of one's words among the other's ("hat", "cowboy hat"). A label
+    spelled exactly as `name` is not a near-duplicate of it (docs/features.md, "New categories")."""
+    words = _word_forms(name)
+    found: list[str] = []
+    for label in existing:
+        if label != name and label not in found and _alike(words, _word_forms(label), name, label):
+            found.append(label)
+    return found
+
+
+def _alike(words: list[set[str]], other: list[set[str]], name: str, label: str) -> bool:
+    if not words or not other:  # no letters or digits to compare: only case can differ
+        return name.casefold() == label.casefold()
+    if _compact(name) == _compact(label):
+        return True
+    shorter, longer = sorted((words, other), key=len)
+    return all(any(forms & candidate for candidate in longer) for forms in shorter)
+
+
+def _word_forms(label: str) -> list[set[str]]:
+    """Each word of `label`, casefolded, with the singulars it may be the plural of."""
+    return [_singulars(word) for word in re.findall(r"\w+", label.casefold())]
+
+
+def _singulars(word: str) -> set[str]:
+    forms = {word}
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s") and not word.endswith("ss"):
+        forms.add(word[:-1])
+    return {form for form in forms if len(form) >= MIN_SINGULAR_LENGTH}
+
+
+def _compact(label: str) -> str:
+    return "".join(re.findall(r"\w+", label.casefold()))

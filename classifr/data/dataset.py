@@ -44,13 +44,14 @@ from classifr.core.errors import ClassifrError, LabelError
 from classifr.core.images import ImageLimits, LoadedImage, metadata_free_encoding, read_image
 from classifr.core.labels import normalize_label
 from classifr.core.storage import StorageError, StorageState, append_whole, storage_error, write_file_atomically
+from classifr.data.split import TEST_PERCENT, held_out_of_label, split_of  # noqa: F401 - TEST_PERCENT: the dataset card's
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("import", "upload", "correction", "confirmation")
+SOURCES = ("import", "upload", "correction", "confirmation", "settlement")
+SETTLEMENT = "settlement"  # a maintainer's choice among an image's conflicting labels (docs/monitoring.md)
 FEEDBACK_SOURCES = ("correction", "confirmation")
 SPLITS = ("train", "test")
-TEST_PERCENT = 15  # share of images held out for evaluation, chosen by hash
 ANONYMOUS = "anonymous"
 MAX_CONTRIBUTOR_LENGTH = 96
 NEW_CATEGORY = "New category…"  # the UI's choice for "create one"; never a label itself
@@ -67,9 +68,13 @@ APPENDED_FILES = ("metadata.jsonl", "categories.jsonl")
 TAIL_BLOCK = 64 * 1024  # bytes read from the end at a time to find the last newline
 
 
-def split_of(sha256: str) -> str:
-    """`test` for about 15% of images, `train` for the rest; fixed by the image's hash."""
-    return "test" if int(sha256[:8], 16) % 100 < TEST_PERCENT else "train"
+def _held_out_pairs(rows: Iterable[Row]) -> set[tuple[str, str]]:
+    """(sha256, casefolded label) of every row that training holds out (classifr.data.split): the
+    row's hash share plus, for a small label, enough to reach one in five."""
+    by_label: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        by_label[row.label.casefold()].add(row.sha256)
+    return {(sha, key) for key, shas in by_label.items() for sha in held_out_of_label(shas)}
 
 
 def normalize_contributor(name: object) -> str:
@@ -92,6 +97,10 @@ def validate_category(name: object) -> str:
     if label.casefold() == NEW_CATEGORY.casefold() or label in {".", ".."}:
         raise LabelError(f"{label!r} cannot be a category name")
     return label
+
+
+class SettlementError(ClassifrError, ValueError):
+    """A settlement that names an image without conflicting labels, or a label it does not have."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,8 @@ class CategoryStats:
     pending: bool
     total: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
-    by_split: dict[str, int] = field(default_factory=dict)
+    by_split: dict[str, int] = field(default_factory=dict)  # the rows' `split` field (the hash share)
+    held_out: int = 0  # images training holds out for testing (classifr.data.split: at least 1 in 5 of a small label)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +225,7 @@ class ProjectDataset:
         self._keys: set[tuple[str, str]] = set()  # (sha256, label casefolded)
         self._labels_of: dict[str, list[str]] = defaultdict(list)  # sha256 -> labels, in order
         self._row_labels: dict[str, str] = {}  # casefolded label -> its first spelling in a row
+        self._settled: dict[str, str] = {}  # sha256 -> the label its newest settlement chose
         self._offset = 0  # bytes of metadata.jsonl already in memory
         self._categories: dict[str, Category] = {}  # casefolded name -> category
         self._categories_offset = 0
@@ -241,15 +252,43 @@ class ProjectDataset:
         known_keys = {name.casefold() for name in known}
         with self._locked():
             stats = {key: CategoryStats(c.name, key not in known_keys) for key, c in self._categories.items()}
-            for row in self._rows:
+            effective = self._effective_rows()
+            held = _held_out_pairs(effective)
+            counted: set[tuple[str, str]] = set()
+            for row in effective:
+                if (row.sha256, row.label.casefold()) in counted:
+                    continue  # a settlement row repeats the label it confirmed: one photo, counted once
+                counted.add((row.sha256, row.label.casefold()))
                 entry = stats.setdefault(row.label.casefold(), CategoryStats(row.label, row.label.casefold() not in known_keys))
                 entry.total += 1
                 entry.by_source[row.source] = entry.by_source.get(row.source, 0) + 1
                 entry.by_split[row.split] = entry.by_split.get(row.split, 0) + 1
+                entry.held_out += (row.sha256, row.label.casefold()) in held
         return sorted(stats.values(), key=lambda s: s.name.casefold())
 
+    def effective_rows(self) -> list[Row]:
+        """The rows that training reads: every row except those of a settled image whose label
+        lost the settlement (the file stays append-only; a settlement row names the winner)."""
+        with self._locked():
+            return self._effective_rows()
+
+    def _effective_rows(self) -> list[Row]:
+        return [row for row in self._rows if self._settled.get(row.sha256, row.label).casefold() == row.label.casefold()]
+
+    def image(self, sha256: str) -> bytes | None:
+        """The stored bytes of an image of the dataset, None when it has no row or no file."""
+        with self._locked():
+            row = next((r for r in self._rows if r.sha256 == sha256), None)
+        if row is None:
+            return None
+        try:
+            return (self.root / row.file_name).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def conflicts(self) -> list[dict[str, Any]]:
-        """Images given more than one label (kept, for a maintainer to review)."""
+        """Images given more than one label since their last settlement (kept, for a maintainer
+        to settle)."""
         with self._locked():
             return [
                 {"sha256": sha, "labels": list(labels)} for sha, labels in self._labels_of.items() if len(labels) > 1
@@ -294,6 +333,27 @@ class ProjectDataset:
                 raise LabelError(f"category {label!r} already exists as {existing!r}")
             return self._append_category(label, who)
 
+    def settle(self, sha256: str, label: str, *, contributor: object = None) -> Row:
+        """Settle an image's conflicting labels: append a `settlement` row with the chosen one,
+        which becomes its only label for training (`effective_rows`) and ends the conflict.
+        SettlementError when the image is not in conflict or `label` is not one of its labels."""
+        who = normalize_contributor(contributor)
+        with self._locked(write=True):
+            labels = self._labels_of.get(sha256, []) if isinstance(sha256, str) else []
+            if len(labels) < 2:
+                raise SettlementError(f"image {str(sha256)[:12]!r} has no conflicting labels to settle")
+            chosen = next((l for l in labels if isinstance(label, str) and l.casefold() == label.strip().casefold()), None)
+            if chosen is None:
+                raise SettlementError(f"{label!r} is not one of the labels of image {sha256[:12]}: {', '.join(labels)}")
+            first = next(row for row in self._rows if row.sha256 == sha256)
+            # The image keeps the split it already has, so a settlement never moves it between train and test.
+            row = Row(file_name=first.file_name, label=chosen, source=SETTLEMENT, split=first.split, sha256=sha256,
+                      created_at=_now(), contributor=who)
+            self._append_lines(self.metadata_path, [row.to_json()], offset_attr="_offset", what="the settlement")
+            self._remember(row)
+        logger.info("image %s settled as %r by %s (was %s)", sha256[:12], chosen, who, labels)
+        return row
+
     def add(self, example: Example, *, source: str, contributor: object = None, known: Iterable[str] = ()) -> AddResult:
         return self.add_many([example], source=source, contributor=contributor, known=known)[0]
 
@@ -313,8 +373,8 @@ class ProjectDataset:
         (disk full: one-line reason), and never raises for that. `on_result` is called once per
         image, in order (for progress bars).
         """
-        if source not in SOURCES:
-            raise ClassifrError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        if source not in SOURCES or source == SETTLEMENT:  # settlements go through settle()
+            raise ClassifrError(f"source must be one of {', '.join(s for s in SOURCES if s != SETTLEMENT)}, got {source!r}")
         who = normalize_contributor(contributor)
         known = list(known)
         results: list[AddResult] = []
@@ -577,12 +637,17 @@ class ProjectDataset:
 
     def _reset_rows(self) -> None:
         self._rows, self._keys, self._labels_of, self._row_labels = [], set(), defaultdict(list), {}
+        self._settled = {}
 
     def _remember(self, row: Row) -> None:
         self._rows.append(row)
         self._keys.add((row.sha256, row.label.casefold()))
         self._row_labels.setdefault(row.label.casefold(), row.label)
-        if row.label not in self._labels_of[row.sha256]:
+        if row.source == SETTLEMENT:
+            # From here on the image has the settled label only; a later, different answer is a new conflict.
+            self._settled[row.sha256] = row.label
+            self._labels_of[row.sha256] = [row.label]
+        elif row.label not in self._labels_of[row.sha256]:
             self._labels_of[row.sha256].append(row.label)
 
 

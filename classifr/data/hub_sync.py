@@ -74,6 +74,7 @@ SOURCE_MEANINGS = {
     "upload": "a contributor uploaded the image with its label",
     "correction": "the model was wrong and a contributor gave the right label",
     "confirmation": "a contributor confirmed the model's answer",
+    "settlement": "a maintainer chose the right label of an image that had conflicting answers",
 }
 _SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))

@@ -119,37 +119,63 @@ class PredictionLogQueries:
         counts = dict(rows)
         return [{"low": i / bins, "high": (i + 1) / bins, "predictions": counts.get(i, 0)} for i in range(bins)]
 
-    def gallery(self, kind: str, *, version: str | None = None, limit: int = 24) -> list[dict[str, Any]]:
-        """Predictions contributors `corrected` (bad) or `confirmed` (good), newest feedback first."""
+    def gallery(
+        self, kind: str, *, version: str | None = None, limit: int = 24, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Photos contributors `corrected` (bad) or `confirmed` (good), each once (its newest such
+        prediction), worst first: the most confident mistakes, the least confident right answers."""
         if kind not in FEEDBACK_KINDS:
             raise MonitoringValueError(f"gallery kind must be one of {', '.join(FEEDBACK_KINDS)}, got {kind!r}")
         # `+version`: filter the (few) feedback rows instead of walking every row of the version.
         extra, params = (" AND +version = ?", [version]) if version is not None else ("", [])
+        worst = "score DESC" if kind == "corrected" else "score"
         with self._reader() as conn:
             rows = conn.execute(
+                "WITH answered AS (SELECT id, time, version, label, score, true_label, feedback_time, "
+                "row_number() OVER (PARTITION BY image_sha256 ORDER BY feedback_time DESC, rowid DESC) AS nth "
+                f"FROM predictions WHERE feedback = ?{extra}) "
                 "SELECT id, time, version, label, score, true_label, feedback_time, "
-                "EXISTS (SELECT 1 FROM images WHERE prediction_id = predictions.id) "
-                f"FROM predictions WHERE feedback = ?{extra} ORDER BY feedback_time DESC, rowid DESC LIMIT ?",
-                (kind, *params, _check_count("limit", limit)),
+                "EXISTS (SELECT 1 FROM images WHERE prediction_id = answered.id) "
+                f"FROM answered WHERE nth = 1 ORDER BY {worst}, feedback_time DESC, id LIMIT ? OFFSET ?",
+                (kind, *params, _check_count("limit", limit), _check_count("offset", offset)),
             ).fetchall()
         keys = ("id", "time", "version", "label", "score", "true_label", "feedback_time", "has_image")
         return [{**dict(zip(keys, row)), "has_image": bool(row[7])} for row in rows]
 
-    def review_queue(self, *, threshold: float = 0.5, version: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
-        """Unreviewed predictions with a stored image and a top-1 score below `threshold`,
-        lowest score first: what a contributor should look at next."""
+    def review_queue(
+        self, *, threshold: float = 0.5, version: str | None = None, limit: int = 12, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Photos nobody answered yet whose newest prediction (with a stored image) has a top-1
+        score below `threshold`, each photo once, lowest score first: what to look at next."""
         threshold = _check_probability("threshold", threshold)
         extra, params = (" AND p.version = ?", [version]) if version is not None else ("", [])
         # CROSS JOIN keeps `images` outermost: it holds at most max_images rows, however long the log.
+        # The same photo predicted again is one item: its newest prediction (docs/monitoring.md).
         with self._reader() as conn:
             rows = conn.execute(
-                "SELECT p.id, p.time, p.version, p.label, p.score, p.topk "
-                "FROM images AS i CROSS JOIN predictions AS p ON p.id = i.prediction_id "
-                f"WHERE p.score < ? AND p.feedback IS NULL{extra} ORDER BY p.score, p.time DESC, p.id LIMIT ?",
-                (threshold, *params, _check_count("limit", limit)),
+                "WITH kept AS (SELECT p.id, p.time, p.version, p.label, p.score, p.topk, p.image_sha256, "
+                "row_number() OVER (PARTITION BY p.image_sha256 ORDER BY p.time DESC, p.rowid DESC) AS nth "
+                f"FROM images AS i CROSS JOIN predictions AS p ON p.id = i.prediction_id WHERE p.feedback IS NULL{extra}) "
+                "SELECT id, time, version, label, score, topk, image_sha256 FROM kept "
+                "WHERE nth = 1 AND score < ? AND NOT EXISTS (SELECT 1 FROM predictions AS q "
+                "WHERE q.image_sha256 = kept.image_sha256 AND q.feedback IS NOT NULL) "
+                "ORDER BY score, time DESC, id LIMIT ? OFFSET ?",
+                (*params, threshold, _check_count("limit", limit), _check_count("offset", offset)),
             ).fetchall()
         keys = ("id", "time", "version", "label", "score")
-        return [{**dict(zip(keys, row[:5])), "topk": json.loads(row[5])} for row in rows]
+        return [{**dict(zip(keys, row[:5])), "topk": json.loads(row[5]), "image_sha256": row[6]} for row in rows]
+
+    def time_span(
+        self, *, version: str | None = None, since: float | None = None, until: float | None = None
+    ) -> tuple[float, float] | None:
+        """(first, last) prediction time in the window, None when it holds none."""
+        where, params = _window(version, since, until)
+        # Two subqueries: SQLite answers a lone min() or max() from the end of an index, not both at once.
+        with self._reader() as conn:
+            first, last = conn.execute(
+                f"SELECT (SELECT min(time) FROM predictions{where}), (SELECT max(time) FROM predictions{where})", params
+            ).fetchone()
+        return None if first is None else (float(first), float(last))
 
     def image(self, prediction_id: str) -> bytes | None:
         """The stored JPEG thumbnail of a prediction, None when there is none (or no longer)."""

@@ -42,7 +42,7 @@ def reference_scores(log: PredictionLog, registry: ModelRegistry | None, version
     """(top-1 confidences, where they come from, whether they come from the log itself)."""
     scores = _eval_scores(registry, version)
     if scores is not None and len(scores):
-        return scores, f"eval split of {version} ({len(scores)} images)", False
+        return scores, f"held-out test photos of {version} ({len(scores)} images)", False
     baseline = log.first_scores(version, BASELINE_PREDICTIONS)
     return baseline, f"first {len(baseline)} predictions of {version}", True
 

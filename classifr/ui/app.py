@@ -47,11 +47,11 @@ def build_app(service: ClassifrService) -> gr.Blocks:
             gr.LoginButton()
         with gr.Tab("Classify"):
             build_classify_tab(service, example_images(service.settings))
-        with gr.Tab("Teach"):
-            build_teach_tab(service, demo)
+        with gr.Tab("Teach") as teach_tab:
+            build_teach_tab(service, demo, teach_tab)
         if service.has_registry:
-            with gr.Tab("Train"):
-                build_train_tab(service, demo)
+            with gr.Tab("Train") as train_tab:
+                build_train_tab(service, demo, train_tab)
         with gr.Tab("Monitor"):
             build_monitor_tab(service, demo)
         with gr.Tab("Model"):

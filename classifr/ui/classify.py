@@ -1,4 +1,10 @@
-"""The Classify tab: an image in, the top labels, their probabilities and the serving version out."""
+"""The Classify tab: an image in, the top labels, their probabilities and the serving version out.
+
+A photo is predicted, and logged, once when it arrives: an upload, a webcam capture or a paste
+fires the image's `upload` event once, and an example's click loads it and then predicts. The
+explanation and the "Is this right?" answer reuse that prediction (its id), so one photo is one
+row of the prediction log (docs/features.md, "Classify").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import gradio as gr
 
 from classifr.app.service import ClassifrService, PredictionResult
 from classifr.core.images import ImageLimits, describe_limits
+from classifr.core.text import escape_markdown as inert
 from classifr.ui.components import ImageFileInput
 from classifr.ui.errors import shows_errors
 from classifr.ui.feedback import build_feedback_panel
@@ -25,11 +32,15 @@ def _label_value(result: PredictionResult) -> dict[str, float] | None:
     return {p.label: p.score for p in result.predictions}
 
 
-def _status(result: PredictionResult) -> str:
+def _status(result: PredictionResult, guess_below: float) -> str:
+    """The line above the scores: the top label as the answer, or as a guess when its score is
+    under CLASSIFR_GUESS_BELOW (docs/settings.md), so a 6% label never reads like a verdict."""
     if not result.ok:
         return f"**Could not classify this image:** {result.error}"
     top = result.predictions[0]
-    return f"**{top.label}** ({top.score:.1%}) · model version `{result.version}`"
+    if top.score < guess_below:
+        return f"Not sure — maybe *{inert(top.label)}* ({top.score:.1%}) · model version `{result.version}`"
+    return f"**{inert(top.label)}** ({top.score:.1%}) · model version `{result.version}`"
 
 
 def origin_of(request: gr.Request | None) -> str:
@@ -66,7 +77,7 @@ def make_predict(service: ClassifrService):
             result = next(results)
             labels.append(_label_value(result))
             payloads.append(result.to_json())
-            statuses.append(_status(result))
+            statuses.append(_status(result, service.settings.guess_below))
             if not result.ok:
                 logger.info("rejected upload %s from %s: %s", result.image, caller, result.error)
         service.observe_request(wait_s=waited, work_s=time.perf_counter() - started)
@@ -85,9 +96,10 @@ DISPLAY_SIDE = 1024  # explanations are rendered at most this large for the page
 
 
 def targets_of(payload: dict | None):
-    """After a prediction: offer its labels as explanation targets, the top one selected."""
+    """After a prediction: offer its labels as explanation targets, the top one selected; the
+    previous photo's stage grid is cleared."""
     labels = [p["label"] for p in (payload or {}).get("predictions", [])]
-    return gr.update(choices=labels, value=labels[0] if labels else None)
+    return gr.update(choices=labels, value=labels[0] if labels else None), None
 
 
 def make_explain(service: ClassifrService):
@@ -120,6 +132,7 @@ def make_explain_layers(service: ClassifrService):
 
 def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
     limits: ImageLimits = service.limits
+    example_clicks = None
     with gr.Row():
         with gr.Column():
             image = ImageFileInput(
@@ -130,17 +143,19 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
                 elem_id="classify-image",
                 height=360,
             )
-            classify = gr.Button("Classify", variant="primary", elem_id="classify-button")
             gr.Markdown(f"Accepted: {describe_limits(limits)}.")
             gr.Markdown(classify_note(service.settings), elem_id="classify-privacy")
             if examples:
-                gr.Examples(examples=examples, inputs=image, label="Examples")
+                example_clicks = gr.Examples(examples=examples, inputs=image, label="Examples", elem_id="classify-examples")
         with gr.Column():
             status = gr.Markdown(elem_id="classify-status")
-            label = gr.Label(num_top_classes=service.settings.top_k, label="Top labels", elem_id="classify-label")
+            # No large heading: the status line above says whether the top label is an answer or a guess.
+            label = gr.Label(
+                num_top_classes=service.settings.top_k, label="Top labels", show_heading=False, elem_id="classify-label"
+            )
             with gr.Accordion("Raw result (JSON)", open=False):
                 payload = gr.JSON(label="Result", elem_id="classify-json")
-    feedback_slot = gr.Column()  # filled below, once the predict event exists
+    feedback_slot = gr.Column()  # filled below, once the predict events exist
     with gr.Accordion("Why? What the model looked at", open=True):
         with gr.Row():
             method = gr.Dropdown(EXPLAIN_METHODS, value="gradcam", label="Method", elem_id="explain-method")
@@ -149,28 +164,41 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
         explanation = gr.Image(label="Explanation", type="pil", interactive=False, elem_id="explain-image")
         caption = gr.Markdown(elem_id="explain-caption")
     with gr.Accordion("How each stage of the network sees this image", open=False):
-        layers_button = gr.Button("Show the stages")
-        layers = gr.Image(label="Mean activation per stage, shallow to deep", type="pil", interactive=False)
+        layers_button = gr.Button("Show the stages", elem_id="layers-button")
+        layers = gr.Image(
+            label="Mean activation per stage, shallow to deep", type="pil", interactive=False, elem_id="layers-image"
+        )
     explain = make_explain(service)
     # Explanations are their own queued events: they never hold up the predict queue.
-    explain_queue = dict(concurrency_limit=1, concurrency_id="explain")
-    predicted = gr.on(
-        triggers=[image.change, classify.click],
-        fn=make_predict(service),
-        inputs=image,
-        outputs=[label, payload, status],
-        api_name="predict",
-        batch=True,
-        max_batch_size=service.settings.max_batch_size,
+    explain_queue = {"concurrency_limit": 1, "concurrency_id": "explain"}
+    predict_event = {
+        "fn": make_predict(service),
+        "inputs": image,
+        "outputs": [label, payload, status],
+        "batch": True,
+        "max_batch_size": service.settings.max_batch_size,
         # One batch at a time: the forward pass already uses every core; more would oversubscribe.
-        concurrency_limit=1,
-        concurrency_id="model",
-    )
+        "concurrency_limit": 1,
+        "concurrency_id": "model",
+    }
+    # `upload` fires once per new photo (file, webcam, paste); `change` fired twice when a photo
+    # replaced another, and on clearing (docs/features.md, "Classify").
+    predicted = [image.upload(api_name="predict", **predict_event)]
+    if example_clicks is not None:
+        # An example's click sets the image without an upload: predict once it is loaded.
+        predicted.append(example_clicks.load_input_event.then(api_visibility="undocumented", **predict_event))
     with feedback_slot:
         build_feedback_panel(service, image, payload, predicted)
-    predicted.then(targets_of, inputs=payload, outputs=target, api_visibility="undocumented").then(
-        explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain_after_predict",
-        api_visibility="undocumented", **explain_queue,
+    for event in predicted:
+        event.then(targets_of, inputs=payload, outputs=[target, layers], api_visibility="undocumented").then(
+            explain, inputs=[image, method, target], outputs=[explanation, caption], api_visibility="undocumented",
+            **explain_queue,
+        )
+    image.clear(
+        lambda: (None, None, "", gr.update(choices=[], value=None), None, "", None),
+        outputs=[label, payload, status, target, explanation, caption, layers],
+        api_visibility="undocumented",
+        queue=False,
     )
     explain_button.click(explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain", **explain_queue)
     layers_button.click(

@@ -92,7 +92,7 @@ class ProjectDatasetCallback(FlaggingCallback):
 def describe(result: AddResult) -> str:
     """One Markdown line for the contributor about what was stored."""
     stored = "Already in the dataset" if result.status == "duplicate" else "Thank you, stored"
-    text = f"**{stored}:** labelled *{inert(result.label)}* ({result.split} split)."
+    text = f"**{stored}:** labelled *{inert(result.label)}*."
     if result.conflicts:
         others = ", ".join(inert(label) for label in result.conflicts)
         text += f" Note: this image was also labelled {others}; a maintainer will review the conflict."
@@ -106,15 +106,42 @@ def username_of(request: gr.Request | None, profile: gr.OAuthProfile | None = No
     return getattr(request, "username", None) if request is not None else None
 
 
-def choices_after(service: ClassifrService, payload: Any):
-    """After a prediction: every label to choose from with the model's top label selected, and a
-    Confirm button that names it (a kiosk user only has to press it). The payload comes back from
-    the browser, so it is only displayed, and only when it has the predict result's shape."""
+def top_of(payload: Any) -> tuple[str | None, float | None]:
+    """The top label and score of a predict result. The payload comes back from the browser, so it
+    is only displayed, and only when it has the predict result's shape."""
     predictions = payload.get("predictions") if isinstance(payload, dict) else None
     first = predictions[0] if isinstance(predictions, list) and predictions else None
-    top = first.get("label") if isinstance(first, dict) and isinstance(first.get("label"), str) else None
-    confirm_text = f"Confirm: it is {top}" if top else "Confirm"
-    return gr.update(choices=[NEW_CATEGORY, *service.label_choices()], value=top), gr.update(value=confirm_text, interactive=bool(top))
+    if not isinstance(first, dict) or not isinstance(first.get("label"), str):
+        return None, None
+    score = first.get("score")
+    return first["label"], float(score) if isinstance(score, (int, float)) else None
+
+
+def choices_after(service: ClassifrService, payload: Any):
+    """After a prediction: the labels to choose from, as they are now (categories created since
+    start included), and the buttons (label, Confirm, Correct, and the hidden create button).
+
+    A confident prediction is selected and Confirm, naming it, is the main action (a kiosk user only
+    has to press it). Under CLASSIFR_GUESS_BELOW nothing is selected and Correct is the main
+    action: the contributor picks or types the right label (docs/features.md, "Is this right?")."""
+    top, score = top_of(payload)
+    choices = [NEW_CATEGORY, *service.label_choices()]
+    hide_create = gr.update(visible=False)
+    if top is not None and score is not None and score >= service.settings.guess_below:
+        confirm = gr.update(value=f"Confirm: it is {top}", interactive=True, variant="primary")
+        return gr.update(choices=choices, value=top), confirm, gr.update(variant="secondary"), hide_create
+    confirm = gr.update(value=f"Yes, it is {top}" if top else "Confirm", interactive=top is not None, variant="secondary")
+    return gr.update(choices=choices, value=None), confirm, gr.update(variant="primary"), hide_create
+
+
+def new_label_question(check: dict[str, Any]) -> str:
+    """Markdown asking before `check["label"]` becomes a new category, naming the near-duplicates
+    among the known labels (`ClassifrService.check_new_label`); nothing is stored yet."""
+    text = f"**Create the new category *{inert(check['label'])}*?** Nothing is stored until you confirm."
+    if check["near"]:
+        similar = ", ".join(f"*{inert(label)}*" for label in check["near"])
+        text += f" Similar labels already exist: {similar}. Pick one of those instead if you meant it."
+    return text
 
 
 def storage_notice(service: ClassifrService, action: str = "Confirming or correcting stores this image") -> str:
@@ -123,8 +150,12 @@ def storage_notice(service: ClassifrService, action: str = "Confirming or correc
     return contribution_note(service.settings, action)
 
 
-def build_feedback_panel(service: ClassifrService, image: Component, payload: Component, predicted: Any) -> None:
-    """The 'Is this right?' row under a prediction; `predicted` is the predict event to follow."""
+def build_feedback_panel(service: ClassifrService, image: Component, payload: Component, predicted: Sequence[Any]) -> None:
+    """The 'Is this right?' row under a prediction; `predicted`: the predict events to follow.
+
+    The answer names the prediction shown (its id, in `payload`): no second prediction is made.
+    Correct with a label that is not a known category first asks (`feedback-create` then stores);
+    the `correct` API stores at once, as its caller asked (docs/api.md)."""
     callback = ProjectDatasetCallback(service)
     with gr.Group(elem_id="feedback"):
         gr.Markdown("### Is this right?")
@@ -142,6 +173,7 @@ def build_feedback_panel(service: ClassifrService, image: Component, payload: Co
         with gr.Row():
             confirm = gr.Button("Confirm", variant="primary", interactive=False, elem_id="feedback-confirm")
             correct = gr.Button("Correct: store my label", elem_id="feedback-correct")
+            create = gr.Button("Create it and store", variant="primary", visible=False, elem_id="feedback-create")
         gr.Markdown(storage_notice(service), elem_id="feedback-notice")
         outcome = gr.Markdown(elem_id="feedback-status")
     callback.setup([image, payload, label], str(service.settings.dataset_dir))
@@ -164,16 +196,53 @@ def build_feedback_panel(service: ClassifrService, image: Component, payload: Co
         return describe(result), result.to_json()
 
     @shows_errors
+    def correct_or_ask(
+        path: str | None, choice: str | None, typed: str | None, prediction: dict | None,
+        request: gr.Request, profile: gr.OAuthProfile | None,
+    ):
+        answer = chosen(choice, typed)
+        if not path:
+            raise ClassifrError("there is no image to store: classify an image first")
+        if not answer or answer == NEW_CATEGORY:
+            raise ClassifrError("choose the right label, or type the name of the new category")
+        check = service.check_new_label(answer)
+        if check["existing"] is None:
+            ask = gr.update(visible=True, value=f"Yes, create '{check['label']}' and store")
+            return new_label_question(check), ask
+        result = flagged([path, prediction, check["existing"]], CORRECT, username_of(request, profile))
+        return describe(result), gr.update(visible=False)
+
+    @shows_errors
     def confirm_fn(path: str | None, prediction: dict | None, request: gr.Request, profile: gr.OAuthProfile | None):
         return describe(flagged([path, prediction, None], CONFIRM, username_of(request, profile)))
 
-    predicted.then(
-        lambda p: choices_after(service, p), inputs=payload, outputs=[label, confirm], api_visibility="undocumented"
-    ).then(lambda: paused_notice(service), outputs=outcome, api_visibility="undocumented")  # "" unless paused
-    label.change(lambda c: gr.update(visible=c == NEW_CATEGORY), inputs=label, outputs=new_name, api_visibility="undocumented")
-    hidden_result = gr.JSON(visible=False)
-    teach = dict(concurrency_limit=2, concurrency_id="teach")
-    correct.click(
-        correct_fn, inputs=[image, label, new_name, payload], outputs=[outcome, hidden_result], api_name="correct", **teach
+    def created():
+        return gr.update(visible=False), gr.update(choices=[NEW_CATEGORY, *service.label_choices()])
+
+    for event in predicted:
+        event.then(
+            lambda p: choices_after(service, p), inputs=payload, outputs=[label, confirm, correct, create],
+            api_visibility="undocumented",
+        ).then(lambda: paused_notice(service), outputs=outcome, api_visibility="undocumented")  # "" unless paused
+    image.clear(
+        lambda: (gr.update(value=None), gr.update(value="Confirm", interactive=False, variant="primary"),
+                 gr.update(variant="secondary"), gr.update(visible=False), ""),
+        outputs=[label, confirm, correct, create, outcome], api_visibility="undocumented", queue=False,
     )
+    # Another choice withdraws the question about creating the previous one.
+    label.change(
+        lambda c: (gr.update(visible=c == NEW_CATEGORY), gr.update(visible=False)), inputs=label,
+        outputs=[new_name, create], api_visibility="undocumented",
+    )
+    new_name.change(lambda: gr.update(visible=False), outputs=create, api_visibility="undocumented", queue=False)
+    hidden_result = gr.JSON(visible=False)
+    teach = {"concurrency_limit": 2, "concurrency_id": "teach"}
+    correct.click(
+        correct_or_ask, inputs=[image, label, new_name, payload], outputs=[outcome, create],
+        api_visibility="undocumented", **teach,
+    )
+    # The API's `correct` (docs/api.md): its caller names the label, so it stores at once.
+    create.click(
+        correct_fn, inputs=[image, label, new_name, payload], outputs=[outcome, hidden_result], api_name="correct", **teach
+    ).success(created, outputs=[create, label], api_visibility="undocumented")
     confirm.click(confirm_fn, inputs=[image, payload], outputs=outcome, api_visibility="undocumented", **teach)
