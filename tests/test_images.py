@@ -138,10 +138,10 @@ def test_empty_bytes() -> None:
 
 
 def test_text_file_named_jpg(tmp_path: Path) -> None:
-    """A text file with a .jpg name: 'notes.jpg is not an image Pillow can read'."""
+    """A text file with a .jpg name: 'notes.jpg is not an image Classifr can read'."""
     path = tmp_path / "notes.jpg"
     path.write_text("this is not a photo\n" * 10)
-    with pytest.raises(InvalidImageError, match=r"notes\.jpg is not an image Pillow can read"):
+    with pytest.raises(InvalidImageError, match=r"notes\.jpg is not an image Classifr can read"):
         read_image(path)
 
 
@@ -168,7 +168,7 @@ def test_corrupt_png(tmp_path: Path) -> None:
 def test_format_outside_the_accepted_list(tmp_path: Path) -> None:
     """A valid PPM image: Pillow can read it, but uploads only accept the listed formats."""
     path = _save(Image.new("RGB", (8, 8), "red"), tmp_path / "red.ppm")
-    with pytest.raises(InvalidImageError, match=r"red\.ppm is not an image Pillow can read \(accepted: JPEG"):
+    with pytest.raises(InvalidImageError, match=r"red\.ppm is not an image Classifr can read \(accepted: JPEG"):
         read_image(path)
 
 
@@ -252,7 +252,7 @@ def test_pillow_hard_cap_is_reported_as_too_large(tmp_path: Path, monkeypatch: p
     """Pillow's hard cap at 2000 px and a 50x50 image: ImageTooLargeError, with our limit if lower."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     path = _save(Image.new("RGB", (50, 50), "blue"), tmp_path / "capped.png")
-    pillow_cap = r"capped\.png is 50x50 = 2,500 pixels; Pillow refuses more than 2,000"
+    pillow_cap = r"capped\.png is 50x50 = 2,500 pixels; the image reader refuses more than 2,000"
     with pytest.raises(ImageTooLargeError, match=pillow_cap):
         read_image(path)
     with pytest.raises(ImageTooLargeError, match=r"capped\.png is 50x50 = 2,500 pixels; the limit is 100$"):

@@ -390,7 +390,7 @@ def _open(data: bytes, label: str, limits: ImageLimits) -> ImageFile.ImageFile:
     try:
         img = Image.open(io.BytesIO(data), formats=_FORMATS)
     except UnidentifiedImageError:
-        raise InvalidImageError(f"{label} is not an image Pillow can read (accepted: {_FORMAT_NAMES})") from None
+        raise InvalidImageError(f"{label} is not an image Classifr can read (accepted: {_FORMAT_NAMES})") from None
     except Image.DecompressionBombError as err:
         raise _bomb_error(data, label, limits, err) from None
     except _DECODE_ERRORS as err:
@@ -418,7 +418,7 @@ def _bomb_error(data: bytes, label: str, limits: ImageLimits, err: Exception) ->
     width, height = size
     return ImageTooLargeError(
         f"{label} is {width}x{height} = {width * height:,} pixels; "
-        f"Pillow refuses more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
+        f"the image reader refuses more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
     )
 
 
