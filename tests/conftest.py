@@ -5,6 +5,7 @@ Everything is built in pytest's temp folders; nothing is written to the repo or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -161,18 +162,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def running_app(tmp_path_factory: pytest.TempPathFactory):
-    """`python app.py` as a user starts it, on an empty CLASSIFR_HOME; yields its URL."""
+@contextlib.contextmanager
+def served_app(home: Path, *, extra_env: dict[str, str] | None = None, ready_path: str = ""):
+    """`python app.py` as a user starts it on `home`; yields {url, process, log, home} once
+    `ready_path` (the page by default, or e.g. "health") answers 200, and stops it afterwards."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    home = tmp_path_factory.mktemp("app-home")
     port = _free_port()
     log = home / "app.log"
-    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port)}
+    env = {**os.environ, "CLASSIFR_HOME": str(home), "GRADIO_SERVER_PORT": str(port), **(extra_env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -182,13 +183,13 @@ def running_app(tmp_path_factory: pytest.TempPathFactory):
             if process.poll() is not None:
                 raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with urllib.request.urlopen(url + ready_path, timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py did not answer on {url} within 180 s:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"app.py did not answer on {url}{ready_path} within 180 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
         yield {"url": url, "process": process, "log": log, "home": home}
     finally:
@@ -197,3 +198,25 @@ def running_app(tmp_path_factory: pytest.TempPathFactory):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory: pytest.TempPathFactory):
+    """`python app.py` as a user starts it, on an empty CLASSIFR_HOME; yields its URL."""
+    with served_app(tmp_path_factory.mktemp("app-home")) as app:
+        yield app
+
+
+MAINTAINER_PASSWORD = "a maintainer's password"
+
+
+@pytest.fixture
+def maintained_service(tmp_path, tiny_default_version):
+    """A service on the tiny ViT project with CLASSIFR_ADMIN_PASSWORD = MAINTAINER_PASSWORD."""
+    from classifr.app.project import open_service
+    from classifr.core.config import Settings
+
+    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=MAINTAINER_PASSWORD)
+    service = open_service(settings, default_version=tiny_default_version)
+    yield service
+    service.close()

@@ -12,15 +12,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, _free_port
+from tests.conftest import served_app
 from tests.test_browser import CHROMIUM_ARGS, _chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -44,38 +41,8 @@ def walk_home(tmp_path_factory, project_home) -> Path:
 @pytest.fixture(scope="module")
 def walk_app(walk_home):
     """`python app.py` as a user starts it, with the maintainer password; yields its URL once /health is ok."""
-    port = _free_port()
-    log = walk_home / "app.log"
-    env = {**os.environ, "CLASSIFR_HOME": str(walk_home), "GRADIO_SERVER_PORT": str(port),
-           "CLASSIFR_ADMIN_PASSWORD": PASSWORD}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_healthy(process, url, log)
-        yield {"url": url, "home": walk_home, "log": log}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_until_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"app.py was not healthy on {url} within 180 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+    with served_app(walk_home, extra_env={"CLASSIFR_ADMIN_PASSWORD": PASSWORD}, ready_path="health") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,18 @@ import sqlite3
 
 import pytest
 
+from tests.conftest import MAINTAINER_PASSWORD
+
 from classifr.app.project import open_service
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError, FeedbackError
 
-PASSWORD = "a maintainer's password"
+PASSWORD = MAINTAINER_PASSWORD
 
 
 @pytest.fixture
-def service(tmp_path, tiny_default_version):
-    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
-    service = open_service(settings, default_version=tiny_default_version)
-    yield service
-    service.close()
+def service(maintained_service):
+    return maintained_service
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.conftest import MAINTAINER_PASSWORD
 from PIL import Image
 
 from classifr.core.errors import VersionNotFoundError
@@ -452,18 +454,12 @@ def test_the_time_chart_shows_three_day_old_traffic_in_the_24h_window(tmp_path):
 
 # --- review labels: live, and a new one only after a question ------------------------------------------
 
-PASSWORD = "a maintainer's password"
+PASSWORD = MAINTAINER_PASSWORD
 
 
 @pytest.fixture
-def tiny_service(tmp_path, tiny_default_version):
-    from classifr.app.project import open_service
-    from classifr.core.config import Settings
-
-    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
-    service = open_service(settings, default_version=tiny_default_version)
-    yield service
-    service.close()
+def tiny_service(maintained_service):
+    return maintained_service
 
 
 def _handler(demo: gr.Blocks, name: str):

@@ -26,6 +26,7 @@ from classifr.core.images import ImageLimits, metadata_free_encoding, read_image
 from classifr.data.dataset import Example, ProjectDataset
 from classifr.monitoring.log import LoggedPrediction, PredictionLog
 from tests.fake_hub import FakeHfApi
+from tests.conftest import MAINTAINER_PASSWORD
 
 GPS = {1: "N", 2: (52.0, 22.0, 1.0), 3: "E", 4: (4.0, 53.0, 2.0)}  # GPSInfo IFD: Amsterdam
 XMP = (
@@ -34,7 +35,7 @@ XMP = (
 )
 # Byte strings that only the metadata blocks hold: none may appear in a stored file.
 TELLTALES = (b"Exif\x00\x00", b"ns.adobe.com", b"GPSLatitude", b"secret-comment", b"SecretCam", b"ICC_PROFILE", b"desc")
-PASSWORD = "s3cret"
+PASSWORD = MAINTAINER_PASSWORD
 
 
 def _exif() -> Image.Exif:
@@ -181,11 +182,8 @@ def test_a_photo_too_large_to_decode_in_full_is_stored_reduced_within_the_budget
 
 
 @pytest.fixture
-def service(tmp_path, tiny_default_version):
-    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
-    service = open_service(settings, default_version=tiny_default_version)
-    yield service
-    service.close()
+def service(maintained_service):
+    return maintained_service
 
 
 def test_feedback_and_the_prediction_log_keep_no_metadata(service, gps_jpeg):

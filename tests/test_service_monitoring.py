@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MAINTAINER_PASSWORD
+
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
 from classifr.app.project import open_service
@@ -155,15 +157,12 @@ def test_images_are_not_kept_when_image_storage_is_off(fresh_home, sandal_photo)
 
 # --- the review queue and conflicts on a tiny model (fast) --------------------------------------
 
-PASSWORD = "a maintainer's password"
+PASSWORD = MAINTAINER_PASSWORD
 
 
 @pytest.fixture
-def tiny_service(tmp_path, tiny_default_version):
-    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", admin_password=PASSWORD)
-    service = open_service(settings, default_version=tiny_default_version)
-    yield service
-    service.close()
+def tiny_service(maintained_service):
+    return maintained_service
 
 
 def test_one_photo_predicted_three_times_is_one_review_item(tiny_service, clothing_dir):
