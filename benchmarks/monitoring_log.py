@@ -137,7 +137,7 @@ def build_large_log(path: Path, n: int, rng: np.random.Generator) -> float:
             INSERT_PREDICTION_SQL,
             ((f"{i:032x}", float(times[i]), f"v{1 + 3 * i // n}", "production", "ui", f"label{i % 200}",
               scores[i], '[["x", 0.5]]', latencies[i], f"{i % 50_000:064x}", 4000, 3000, 2_400_000,
-              embedding if i >= n - 20_000 else None) for i in range(n)),
+              embedding if i >= n - 20_000 else None, None) for i in range(n)),
         )  # fmt: skip
         conn.executemany(
             "UPDATE predictions SET feedback = ?, true_label = label, feedback_time = time WHERE rowid = ?",

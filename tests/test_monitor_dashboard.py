@@ -144,7 +144,7 @@ def seeded(tmp_path_factory):
             (
                 (f"{k:032x}", float(rows["time"][k]), str(rows["version"][k]), "production", "ui", str(rows["label"][k]),
                  float(rows["score"][k]), json.dumps([[str(rows["label"][k]), float(rows["score"][k])]]),
-                 float(rows["latency"][k]), f"{k:064x}", 224, 224, 20_000, None)
+                 float(rows["latency"][k]), f"{k:064x}", 224, 224, 20_000, None, None)
                 for k in range(N)
             ),
         )  # fmt: skip
@@ -382,7 +382,7 @@ def test_gallery_items_show_only_rows_that_kept_their_image(tmp_path):
         conn.executemany(
             INSERT_PREDICTION_SQL,
             [(f"p{k}", 1000.0 + k, "v1", "production", "ui", "sandal", 0.5 + k / 10, "[]", 10.0, f"{k:064x}",
-              8, 8, 100, None) for k in range(3)],
+              8, 8, 100, None, None) for k in range(3)],
         )  # fmt: skip
         conn.execute("UPDATE predictions SET feedback = 'corrected', true_label = 'clog', feedback_time = time")
         conn.executemany("INSERT INTO images VALUES (?, ?)", [("p0", _jpeg("red")), ("p2", _jpeg("blue"))])
@@ -428,7 +428,7 @@ def test_the_time_chart_shows_three_day_old_traffic_in_the_24h_window(tmp_path):
         conn.executemany(
             INSERT_PREDICTION_SQL,
             [(f"p{k}", old + 600.0 * k, "v1", "production", "ui", "sandal", 0.5, "[]", 10.0, f"{k:064x}",
-              8, 8, 100, None) for k in range(12)],
+              8, 8, 100, None, None) for k in range(12)],
         )  # fmt: skip
     with PredictionLog(path) as log:
         service = SimpleNamespace(

@@ -315,7 +315,7 @@ def test_summary_is_exact(seeded):
     assert list(summary["by_version"]) == ["v1", "v2"]
     v1, v2 = summary["by_version"]["v1"], summary["by_version"]["v2"]
     assert v1["predictions"] == 4
-    assert v1["by_variant"] == {"production": 4, "candidate": 0, "direct": 0}
+    assert v1["by_variant"] == {"production": 4, "candidate": 0, "direct": 0, "pinned": 0}
     assert v1["by_source"] == {"ui": 3, "api": 1, "cli": 0, "feedback": 0}
     assert v1["mean_confidence"] == pytest.approx(0.575)
     assert v1["low_confidence_share"] == 0.5
@@ -327,7 +327,7 @@ def test_summary_is_exact(seeded):
     }  # fmt: skip
     assert (v1["first"], v1["last"]) == (1000.0, 1030.0)
     assert v2["predictions"] == 4
-    assert v2["by_variant"] == {"production": 0, "candidate": 2, "direct": 2}
+    assert v2["by_variant"] == {"production": 0, "candidate": 2, "direct": 2, "pinned": 0}
     assert v2["by_source"] == {"ui": 0, "api": 1, "cli": 3, "feedback": 0}
     assert v2["mean_confidence"] == pytest.approx(0.3875)
     assert v2["low_confidence_share"] == 0.75
@@ -500,7 +500,7 @@ def large_log(tmp_path_factory):
             INSERT_PREDICTION_SQL,
             (
                 (f"{i:032x}", 1.7e9 + 10.0 * i, f"v{i % 3 + 1}", "production", "ui", f"label{i % 50}", scores[i],
-                 "[]", latencies[i], f"{i % 5000:064x}", 224, 224, 20_000, b"\x00\x3c" * 8 if i >= n - 2000 else None)
+                 "[]", latencies[i], f"{i % 5000:064x}", 224, 224, 20_000, b"\x00\x3c" * 8 if i >= n - 2000 else None, None)
                 for i in range(n)
             ),
         )  # fmt: skip

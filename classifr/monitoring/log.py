@@ -19,7 +19,8 @@ Design
   are those above `max(rowid) - K`, found without a scan (a row deleted by hand only makes K
   smaller). With `thumbnail_retention_days`, the thumbnail of a prediction nobody confirmed or
   corrected is also deleted once it is that old (docs/privacy.md); the gaps this leaves in
-  `images` only make K smaller too. Retention runs when enough rows arrived since the last pass and at `flush()`, and
+  `images` only make K smaller too. The caller's address (`client`) is cleared at that same age,
+  answered or not. Retention runs when enough rows arrived since the last pass and at `flush()`, and
   only in an instance that wrote rows: one opened to read never deletes anything.
 * Readers never wait for the writer (WAL, see classifr.monitoring.schema); every query opens a
   connection of its own (see classifr.monitoring.queries).
@@ -109,7 +110,7 @@ class _Insert:
         topk = json.dumps([[label, float(score)] for label, score in zip(r.labels, r.scores)], separators=(",", ":"))
         return (
             r.id, float(r.time), r.version, r.variant, r.source, r.labels[0], float(r.scores[0]), topk,
-            float(r.latency_ms), r.image_sha256, int(r.width), int(r.height), int(r.nbytes), embedding,
+            float(r.latency_ms), r.image_sha256, int(r.width), int(r.height), int(r.nbytes), embedding, r.client,
         )  # fmt: skip
 
 
@@ -434,7 +435,8 @@ class PredictionLog(PredictionLogQueries):
         """Drop thumbnails beyond the newest `max_images` and embeddings beyond the newest
         `max_embeddings` predictions. Rowids have no gaps (see the module docstring), so both
         cutoffs come from max(rowid) alone and each pass only touches the rows it changes.
-        Then drop the thumbnails that outlived `thumbnail_retention_days` without feedback."""
+        Then drop the thumbnails that outlived `thumbnail_retention_days` without feedback, and
+        clear the client addresses of every prediction that old."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -442,6 +444,7 @@ class PredictionLog(PredictionLogQueries):
             if newest_image is not None and newest_image > self.max_images:
                 conn.execute("DELETE FROM images WHERE rowid <= ?", (newest_image - self.max_images,))
             thumbnail_floor = self._expire_thumbnails(conn)
+            self._expire_clients(conn)
             newest = conn.execute("SELECT coalesce(max(rowid), 0) FROM predictions").fetchone()[0]
             floor = self._embedding_floor if self._embedding_floor is not None else _embedding_floor(conn)
             cutoff = newest - self.max_embeddings
@@ -482,6 +485,21 @@ class PredictionLog(PredictionLogQueries):
                 logger.info("prediction log %s: deleted %d thumbnails older than %d days without feedback",
                             self.path, deleted, self.thumbnail_retention_days)  # fmt: skip
         return cutoff if floor is None else max(floor, cutoff)
+
+    def _expire_clients(self, conn: sqlite3.Connection) -> None:
+        """Clear the caller's address of predictions older than the thumbnail retention, answered
+        or not: it is personal data that no review needs (docs/privacy.md). The partial index holds
+        only the rows that still have one, so a pass visits just those it clears."""
+        if self.thumbnail_retention_days is None:
+            return
+        cutoff = time.time() - self.thumbnail_retention_days * 86400.0
+        cleared = conn.execute(
+            "UPDATE predictions INDEXED BY predictions_client SET client = NULL WHERE client IS NOT NULL AND time < ?",
+            (cutoff,),
+        ).rowcount
+        if cleared:
+            logger.info("prediction log %s: cleared the client address of %d predictions older than %d days",
+                        self.path, cleared, self.thumbnail_retention_days)  # fmt: skip
 
     # --- reading (the queries are PredictionLogQueries') ---------------------------------------
 

@@ -33,7 +33,7 @@ from classifr.monitoring.records import (
     _check_probability,
     _check_text,
 )
-from classifr.monitoring.schema import PREDICTION_COLUMNS
+from classifr.monitoring.schema import PREDICTION_COLUMNS, _has_column
 
 
 class PredictionLogQueries:
@@ -184,11 +184,14 @@ class PredictionLogQueries:
         return None if row is None else bytes(row[0])
 
     def prediction(self, prediction_id: str) -> dict[str, Any] | None:
-        """One logged prediction (without its embedding), with `has_image`; None if unknown."""
+        """One logged prediction (without its embedding), with `has_image`; None if unknown.
+        `client` is None in a log that no writer of this version opened yet (it has no such column)."""
         columns = [c for c in PREDICTION_COLUMNS if c != "embedding"] + ["feedback", "true_label", "feedback_time"]
         with self._reader() as conn:
+            client = "client" if _has_column(conn, "predictions", "client") else "NULL"
+            selected = [client if c == "client" else c for c in columns]
             row = conn.execute(
-                f"SELECT {', '.join(columns)}, "
+                f"SELECT {', '.join(selected)}, "
                 "EXISTS (SELECT 1 FROM images WHERE prediction_id = predictions.id) "
                 "FROM predictions WHERE id = ?",
                 (prediction_id,),

@@ -14,13 +14,14 @@ import numpy as np
 
 from classifr.core.errors import ClassifrError
 
-VARIANTS = ("production", "candidate", "direct")
+VARIANTS = ("production", "candidate", "direct", "pinned")  # pinned: an API call that named its version
 # Where a prediction came from (docs/monitoring.md, "Origins"); "feedback": made only to record an
 # answer that named no logged prediction.
 SOURCES = ("ui", "api", "cli", "feedback")
 FEEDBACK_KINDS = ("confirmed", "corrected")
 MAX_THUMBNAIL_BYTES = 256 * 1024  # a thumbnail is small; this bounds the memory a full queue can hold
 MAX_TEXT_LENGTH = 200
+MAX_CLIENT_LENGTH = 100  # an IPv6 address with a zone is under 50; room for a host name
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -52,6 +53,9 @@ class LoggedPrediction:
     nbytes: int
     embedding: np.ndarray | None = None  # 1-D pooled backbone features; stored as float16
     thumbnail: bytes | Callable[[], bytes | None] | None = None  # JPEG; stored only when the log stores images
+    # The caller's address as the server saw it ("127.0.0.1", "2001:db8::1"); None when unknown.
+    # Personal data: cleared with the thumbnails' age retention (docs/privacy.md).
+    client: str | None = None
 
 
 def _check_record(record: LoggedPrediction) -> np.ndarray | None:
@@ -78,6 +82,8 @@ def _check_record(record: LoggedPrediction) -> np.ndarray | None:
         value = getattr(record, name)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise MonitoringValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if record.client is not None:
+        _check_client(record.client)
     return None if record.embedding is None else _checked_embedding(record.embedding)
 
 
@@ -120,6 +126,16 @@ def _check_thumbnail(thumbnail: Any) -> bytes | None:
     if len(data) > MAX_THUMBNAIL_BYTES:
         raise MonitoringValueError(f"thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes, got {len(data)}")
     return data
+
+
+def _check_client(value: Any) -> str:
+    # isprintable(): no control characters (a newline would forge a line in whatever prints it).
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_CLIENT_LENGTH or not value.isprintable():
+        shown = repr(value)
+        if isinstance(value, str) and len(value) > MAX_CLIENT_LENGTH:  # name it, on one readable line
+            shown = f"{value[:MAX_CLIENT_LENGTH]!r}... ({len(value)} characters)"
+        raise MonitoringValueError(f"client must be None or an address of at most {MAX_CLIENT_LENGTH} printable characters, got {shown}")
+    return value
 
 
 def _check_text(name: str, value: Any) -> str:

@@ -26,7 +26,7 @@ READ_TIMEOUT_S = 30.0
 # Columns of `predictions` written by the writer (and by tests that build large logs directly).
 PREDICTION_COLUMNS = (
     "id", "time", "version", "variant", "source", "label", "score", "topk", "latency_ms",
-    "image_sha256", "width", "height", "nbytes", "embedding",
+    "image_sha256", "width", "height", "nbytes", "embedding", "client",
 )  # fmt: skip
 INSERT_PREDICTION_SQL = (
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
@@ -53,6 +53,13 @@ FEEDBACK_CONFLICTS_TABLE = """CREATE TABLE IF NOT EXISTS feedback_conflicts (
     time REAL NOT NULL
 )"""
 
+# The caller's address (API predictions), added after schema version 1 was released: every open
+# for writing adds the column to a log that lacks it (NULL in the rows it has), without a schema
+# version change. Readers of such a log before that open see no such column (`_has_column`).
+CLIENT_COLUMN = "ALTER TABLE predictions ADD COLUMN client TEXT"
+# The rows that still hold an address, for its age retention (the last days' API calls only).
+CLIENT_INDEX = "CREATE INDEX IF NOT EXISTS predictions_client ON predictions (time) WHERE client IS NOT NULL"
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS predictions (
         id TEXT PRIMARY KEY,
@@ -71,7 +78,8 @@ SCHEMA = (
         embedding BLOB,               -- float16 bytes, NULL once older than max_embeddings
         feedback TEXT,                -- NULL, 'confirmed' or 'corrected'
         true_label TEXT,
-        feedback_time REAL
+        feedback_time REAL,
+        client TEXT                   -- the caller's address (API), NULL once older than the thumbnail retention
     )""",
     "CREATE TABLE IF NOT EXISTS images (prediction_id TEXT PRIMARY KEY, jpeg BLOB NOT NULL)",
     # Time windows over all versions: summary, volume, labels, histogram, scores.
@@ -107,6 +115,9 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if found in (0, SCHEMA_VERSION):
             conn.execute(FEEDBACK_CONFLICTS_TABLE)
+            if not _has_column(conn, "predictions", "client"):
+                conn.execute(CLIENT_COLUMN)
+            conn.execute(CLIENT_INDEX)
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as err:
         _rollback(conn)
@@ -132,6 +143,10 @@ def _open_for_reading(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = ?", (table, column)).fetchone() is not None
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
