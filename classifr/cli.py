@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--low-confidence", type=float, default=0.5, metavar="P",
                          help="a top-1 score below P counts as low confidence (default 0.5)")
     monitor.add_argument("--json", action="store_true", help="print JSON")
+
+    token = commands.add_parser("token", help="API tokens for maintainer calls over HTTP: create, list, revoke")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_commands.add_parser("create", help="create a token and print it once")
+    token_create.add_argument("name", metavar="NAME", help="1-64 characters: letters, digits, '.', '_', '-'")
+    token_create.add_argument("--json", action="store_true", help="print JSON")
+    token_list = token_commands.add_parser("list", help="every token, revoked ones included")
+    token_list.add_argument("--json", action="store_true", help="print JSON")
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token; the app refuses it from its next request")
+    token_revoke.add_argument("name", metavar="NAME")
+    token_revoke.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -453,6 +464,33 @@ def _monitor_text(summary: dict[str, Any], window: str) -> str:
     return "\n".join(lines)
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from classifr.app.tokens import TokenStore
+
+    store = TokenStore(settings.home)
+    if args.token_command == "create":
+        token = store.create(args.name)
+        info = next(t for t in store.list() if t.name == args.name and t.prefix == token[: len(t.prefix)])
+        print("store it now: Classifr keeps only its hash", file=sys.stderr)
+        _print({"name": info.name, "token": token, "created_at": info.created_at}, args.json, token)
+    elif args.token_command == "list":
+        tokens = store.list()
+        _print([t.to_json() for t in tokens], args.json, _token_table(tokens))
+    else:
+        info = store.revoke(args.name)
+        _print(info.to_json(), args.json, f"revoked {info.name} ({info.prefix}...) at {info.revoked_at}")
+    return EXIT_OK
+
+
+def _token_table(tokens) -> str:
+    if not tokens:
+        return "no API tokens yet: classifr token create NAME"
+    rows = [("name", "prefix", "created", "revoked")]
+    rows += [(t.name, t.prefix, t.created_at, t.revoked_at or "-") for t in tokens]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows)
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "predict": cmd_predict,
@@ -466,6 +504,7 @@ COMMANDS = {
     "promote": cmd_promote,
     "rollback": cmd_rollback,
     "export": cmd_export,
+    "token": cmd_token,
 }
 
 if __name__ == "__main__":

@@ -44,5 +44,14 @@ class ModelLoadError(ClassifrError, OSError):
     """A model checkpoint could not be loaded or is not an image classifier."""
 
 
+class VersionCheckError(ClassifrError):
+    """A version failed a promotion check (checksums, loading, finite scores, ONNX agreement); the
+    message says which version and why, in one line."""
+
+
 class FeedbackError(ClassifrError, ValueError):
     """A confirmation or correction is malformed or does not match the server's record of the prediction."""
+
+
+class TokenError(ClassifrError, ValueError):
+    """An API token name is bad, unknown or taken, or the tokens file cannot be used."""
