@@ -109,7 +109,12 @@ def open_service(
 
     # A Hub id (CLASSIFR_MODEL) has no local config.json to read the labels from before the load.
     in_background = load_in_background and Path(folder).is_dir()
-    classifier = PendingModel(folder, version=version, load=load).start() if in_background else load()
+    if in_background:
+        classifier = PendingModel(folder, version=version, load=load).start()
+    else:
+        from classifr.inference.threads import in_own_thread
+
+        classifier = in_own_thread(load)  # PyTorch off the caller's thread (classifr.inference.threads)
     dataset = open_dataset(settings)
     service = ClassifrService(settings, registry=registry, classifier=classifier, dataset=dataset, prediction_log=log)
     if registry is not None:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -38,6 +39,7 @@ from classifr.versions.registry import ModelRegistry, VersionInfo
 from classifr.app.access import PasswordAttempts, require_maintainer
 from classifr.app.grants import GrantIssuer, MaintainerGrant
 from classifr.app.loading import PendingModel
+from classifr.app.pinned import PinnedVersions
 from classifr.app.jobs import JobState, TrainingJobs
 from classifr.monitoring.report import monitor_summary
 from classifr.versions.folder import read_metrics
@@ -133,6 +135,13 @@ class ClassifrService:
         self._lock = threading.Lock()
         self._classifier = classifier
         self._candidate: Classifier | None = None  # served to `canary_share` of requests when set
+        # Versions that only pinned calls use, within a memory bound (classifr.app.pinned).
+        self._pinned = PinnedVersions(self._load_pinned, settings.pinned_versions_bytes)
+        # Every prediction's forward pass runs on this one thread, one at a time: each already uses
+        # every core, and PyTorch's OpenMP threads serve one calling thread at full speed but are
+        # 1.5x slower once a second calling thread exists (docs/speed.md, "One forward thread").
+        # Decoding goes on in the callers' threads meanwhile.
+        self._forward = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifr-forward")
         self._canary_share = settings.canary_share
         self._draw = random.Random()
         self._explainers: dict[str, Explainer] = {}
@@ -158,6 +167,7 @@ class ClassifrService:
             self.sync = None
         if self.prediction_log is not None:
             self.prediction_log.close()
+        self._forward.shutdown(wait=False)
 
     @property
     def classifier(self) -> Classifier:
@@ -264,39 +274,41 @@ class ClassifrService:
         top_k: int | None = None,
         names: Sequence[str | None] | None = None,
         origin: str = "cli",
+        version: str | None = None,
+        clients: Sequence[str | None] | None = None,
     ) -> list[PredictionResult]:
-        """Classify many images in one forward pass per serving version (production, and the canary's
-        candidate); an unreadable image gets an error result, not an exception.
+        """Classify many images in one forward pass per model version; an unreadable image gets an
+        error result, not an exception.
 
-        `origin` (one of `ORIGINS`: "ui", "api", "cli", "feedback") is recorded in the prediction log
-        and the metrics (docs/monitoring.md, "Origins").
+        `version` None (or "production"): production serves, and the canary's candidate serves its
+        share. A version ("v2") or another alias ("candidate") pins the batch: exactly that version
+        serves it, never the canary (docs/api.md, "Pinned versions"); an unknown one raises
+        VersionNotFoundError naming the known versions. `origin` (one of `ORIGINS`: "ui", "api",
+        "cli", "feedback") and each image's `clients` address are recorded in the prediction log
+        (docs/monitoring.md, "Origins").
         """
         if origin not in ORIGINS:
             raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, got {origin!r}")
         started = time.perf_counter()
         top_k = self.settings.top_k if top_k is None else top_k
         names = list(names) if names is not None else [None] * len(sources)
-        if len(names) != len(sources):
-            raise ValueError(f"got {len(sources)} images but {len(names)} names")
-        production, candidate, share = self._serving()  # fixed for the whole batch, even if a promote lands
-        min_side = max(production.min_side, candidate.min_side if candidate else 0)
-        decoded: list[LoadedImage | ClassifrError] = []
-        for source, name in zip(sources, names):
-            try:
-                decoded.append(read_image(source, limits=self.limits, min_side=min_side, name=name))
-            except ClassifrError as err:
-                decoded.append(err)
-                self.metrics.observe_error(source=origin)
+        clients = list(clients) if clients is not None else [None] * len(sources)
+        if not len(names) == len(clients) == len(sources):
+            raise ValueError(f"got {len(sources)} images but {len(names)} names and {len(clients)} clients")
+        lanes, share = self._lanes(version)  # fixed for the whole batch, even if a promote lands
+        decoded = self._decode_all(sources, names, max(c.min_side for c in lanes.values()), origin)
         decoded_at = time.perf_counter()
-        routed = {i: self._route(candidate, share) for i, item in enumerate(decoded) if isinstance(item, LoadedImage)}
+        first = next(iter(lanes))
+        routed = {i: self._route(first, share) for i, item in enumerate(decoded) if isinstance(item, LoadedImage)}
         ranked: dict[int, tuple[Classifier, str, list[Prediction], Any]] = {}
-        for variant, classifier in (("production", production), ("candidate", candidate)):
+        for variant, classifier in lanes.items():
             chosen = [i for i, v in routed.items() if v == variant]
             if not chosen:
                 continue
-            rows, features = classifier.predict_with_features(
-                [decoded[i].image for i in chosen], top_k=top_k, features=self.prediction_log is not None
-            )
+            rows, features = self._forward.submit(
+                classifier.predict_with_features,
+                [decoded[i].image for i in chosen], top_k=top_k, features=self.prediction_log is not None,
+            ).result()
             for n, i in enumerate(chosen):
                 ranked[i] = (classifier, variant, rows[n], None if features is None else features[n])
         finished = time.perf_counter()
@@ -305,21 +317,73 @@ class ClassifrService:
         for i, (item, source, name) in enumerate(zip(decoded, sources, names)):
             label = name or _describe(source)
             if isinstance(item, ClassifrError):
-                results.append(PredictionResult(image=label, version=production.version, error=str(item)))
+                results.append(PredictionResult(image=label, version=lanes[first].version, error=str(item)))
                 continue
             classifier, variant, predictions, embedding = ranked[i]
             result = PredictionResult(
                 image=label, version=classifier.version, predictions=tuple(predictions), original_size=item.original_size,
                 timings_ms=timings, id=uuid.uuid4().hex, variant=variant,
             )
-            self._record(result, item, embedding, latency_s=finished - started, origin=origin)
+            self._record(result, item, embedding, latency_s=finished - started, origin=origin, client=clients[i])
             results.append(result)
         return results
 
-    def _route(self, candidate: Classifier | None, share: float) -> str:
-        return "candidate" if candidate is not None and self._draw.random() < share else "production"
+    def _decode_all(
+        self, sources: Sequence[Any], names: Sequence[str | None], min_side: int, origin: str
+    ) -> list[LoadedImage | ClassifrError]:
+        decoded: list[LoadedImage | ClassifrError] = []
+        for source, name in zip(sources, names):
+            try:
+                decoded.append(read_image(source, limits=self.limits, min_side=min_side, name=name))
+            except ClassifrError as err:
+                decoded.append(err)
+                self.metrics.observe_error(source=origin)
+        return decoded
 
-    def _record(self, result: PredictionResult, item: LoadedImage, embedding: Any, *, latency_s: float, origin: str) -> None:
+    def _lanes(self, ref: str | None) -> tuple[dict[str, Classifier], float]:
+        """The versions that may serve a batch, by variant, and the candidate's share of its images."""
+        production, candidate, share = self._serving()
+        if ref is None or ref == "production":
+            if candidate is None or share <= 0:
+                return {"production": production}, 0.0
+            return {"production": production, "candidate": candidate}, share
+        version = self.resolve_version(ref)
+        if version == production.version:
+            return {"production": production}, 0.0
+        if candidate is not None and version == candidate.version:
+            return {"candidate": candidate}, 0.0
+        return {"pinned": self._pinned.get(version)}, 0.0
+
+    def resolve_version(self, ref: str) -> str:
+        """"v3" | "production" | "candidate" | "latest" -> "v3"; VersionNotFoundError (listing the
+        known versions) otherwise. A version already loaded is answered without asking the registry."""
+        if not isinstance(ref, str) or not ref:
+            raise VersionNotFoundError(f"a model version is a name like 'v3' or an alias like 'production', got {ref!r}")
+        with self._lock:
+            loaded = {self._classifier.version} | ({self._candidate.version} if self._candidate else set())
+        if ref in loaded or ref in self._pinned.versions():
+            return ref
+        if self.registry is None:
+            if ref == "production":
+                return self.serving_version
+            raise VersionNotFoundError(f"unknown model version {ref!r}; this app serves {self.serving_version} only")
+        return self.registry.resolve(ref)
+
+    @property
+    def pinned_versions(self) -> list[str]:
+        """Versions loaded only for pinned calls, least recently used first."""
+        return self._pinned.versions()
+
+    def _load_pinned(self, version: str) -> tuple[Classifier, Path]:
+        folder = self._require_registry().local_path(version)
+        return self._load(folder, version), folder
+
+    def _route(self, first: str, share: float) -> str:
+        return "candidate" if share > 0 and self._draw.random() < share else first
+
+    def _record(
+        self, result: PredictionResult, item: LoadedImage, embedding: Any, *, latency_s: float, origin: str, client: str | None
+    ) -> None:
         """Count the prediction for /metrics and queue it for the prediction log (written off this thread)."""
         top = result.predictions[0]
         self.metrics.observe_prediction(version=result.version, label=top.label, latency_s=latency_s, source=origin)
@@ -332,6 +396,7 @@ class ClassifrService:
                 latency_ms=latency_s * 1000, image_sha256=lambda: item.sha256,  # hashed on the writer's thread
                 width=item.original_size[0], height=item.original_size[1], nbytes=item.num_bytes,
                 embedding=embedding, thumbnail=(lambda: stored_copy(item)) if self.settings.store_images else None,
+                client=client,
             )
         )
         self.metrics.log_dropped.set(self.prediction_log.dropped + self.prediction_log.failed)
@@ -354,35 +419,51 @@ class ClassifrService:
         the attribution itself runs on the model's input size, from a decode as small as the model
         allows. At most `max_concurrent_explanations` run at once; others wait.
         """
-        from classifr.inference.explain import IG_STEPS, model_sized
-        from classifr.inference.overlay import fit, render
+        from classifr.inference.explain import IG_STEPS
+        from classifr.inference.threads import in_own_thread
 
         steps = IG_STEPS if steps is None else steps
         with self._explaining:
-            classifier = self.classifier
-            decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
-            seen = model_sized(decoded.image, classifier.min_side)
-            explanation = self._explainer(classifier).explain(
-                seen, method=method, target=target, steps=steps, baseline=baseline
+            # PyTorch runs off the request thread (classifr.inference.threads).
+            return in_own_thread(
+                self._explain, source, method=method, target=target, view=view, steps=steps, baseline=baseline,
+                max_side=max_side, name=name,
             )
-            photo, label = self._photo(decoded, source, max_side, name), decoded.name
-            del decoded  # a full-size non-JPEG decode is not needed once the photo is fitted
-            picture = fit(render(photo, explanation, decoded_size=seen.size, view=view), max_side)
+
+    def _explain(
+        self, source: Any, *, method: str, target: str | None, view: str, steps: int, baseline: str,
+        max_side: int | None, name: str | None,
+    ) -> ExplainResult:
+        from classifr.inference.explain import model_sized
+        from classifr.inference.overlay import fit, render
+
+        classifier = self.classifier
+        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+        seen = model_sized(decoded.image, classifier.min_side)
+        explanation = self._explainer(classifier).explain(seen, method=method, target=target, steps=steps, baseline=baseline)
+        photo, label = self._photo(decoded, source, max_side, name), decoded.name
+        del decoded  # a full-size non-JPEG decode is not needed once the photo is fitted
+        picture = fit(render(photo, explanation, decoded_size=seen.size, view=view), max_side)
         return ExplainResult(image=label, version=classifier.version, picture=picture, explanation=explanation)
 
     def explain_layers(self, source: Any, *, name: str | None = None) -> ExplainResult:
         """How each stage of the backbone responds to the image, as one grid picture."""
+        from classifr.inference.threads import in_own_thread
+
+        with self._explaining:
+            return in_own_thread(self._explain_layers, source, name=name)  # (classifr.inference.threads)
+
+    def _explain_layers(self, source: Any, *, name: str | None) -> ExplainResult:
         from classifr.inference.explain import model_sized
         from classifr.inference.overlay import stage_grid
 
-        with self._explaining:
-            classifier = self.classifier
-            decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
-            image = model_sized(decoded.image, classifier.min_side)
-            explainer = self._explainer(classifier)
-            stages = explainer.stage_maps(image)
-            seen = image.crop(tuple(round(v) for v in explainer.input_box(image)))
-            picture = stage_grid(seen, stages)
+        classifier = self.classifier
+        decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+        image = model_sized(decoded.image, classifier.min_side)
+        explainer = self._explainer(classifier)
+        stages = explainer.stage_maps(image)
+        seen = image.crop(tuple(round(v) for v in explainer.input_box(image)))
+        picture = stage_grid(seen, stages)
         return ExplainResult(image=decoded.name, version=classifier.version, picture=picture, stages=tuple(stages))
 
     def _photo(self, decoded: LoadedImage, source: Any, max_side: int | None, name: str | None) -> Image.Image:
@@ -678,12 +759,15 @@ class ClassifrService:
             self._refused[alias] = (version, str(err) or type(err).__name__)
 
     def _loaded_version(self, version: str) -> Classifier:
-        """`version` loaded and checked: the canary's candidate when it is that version (it passed the
-        same checks when it was loaded), else a new load."""
+        """`version` loaded and checked: the canary's candidate or a pinned copy when it is that
+        version (it passed the same checks when it was loaded), else a new load."""
         with self._lock:
             candidate = self._candidate
         if candidate is not None and candidate.version == version:
             return candidate
+        pinned = self._pinned.take(version)  # it serves as production or candidate now, not as a pinned copy
+        if pinned is not None:
+            return pinned
         return self._load(self._require_registry().local_path(version), version)
 
     def _switch_to(self, version: str, classifier: Classifier | None = None) -> None:
@@ -736,7 +820,10 @@ class ClassifrService:
         promotion checks (classifr.inference.version_check); VersionCheckError says why not."""
         from classifr.inference.version_check import load_promotable
 
-        return load_promotable(folder, version=version, settings=self.settings)
+        from classifr.inference.threads import in_own_thread
+
+        # Its probe images run PyTorch: on a thread that ends with the load (classifr.inference.threads).
+        return in_own_thread(load_promotable, folder, version=version, settings=self.settings)
 
     def _publish_serving(self) -> None:
         self.metrics.set_serving(self.serving_roles())

@@ -207,7 +207,11 @@ def _weights_names(source: str) -> str:
 
 def configure_runtime(num_threads: int) -> None:
     """Process-wide settings, called once by the entry points (app, CLI), never by library code."""
-    torch.set_num_threads(num_threads)
+    from classifr.inference.threads import in_own_thread
+
+    # The calling thread would keep an OpenMP team of its own alive for good, and slow down the
+    # forward thread's (classifr.inference.threads); the number of threads is global either way.
+    in_own_thread(torch.set_num_threads, num_threads)
     # Library progress bars would flood the CLI's stderr and the server log on every model load.
     from transformers.utils import logging as transformers_logging
 

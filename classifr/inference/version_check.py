@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from classifr.core.config import Settings
-from classifr.core.errors import ClassifrError
+from classifr.core.errors import ClassifrError, VersionCheckError
 from classifr.inference.classifier import Classifier
 from classifr.inference.onnx_backend import OnnxClassifier, create_session, on_backend, verified_export
 from classifr.inference.onnx_export import graph_disagreement
@@ -34,10 +34,6 @@ from classifr.versions.folder import verify_version_files
 logger = logging.getLogger(__name__)
 
 PROBE_SIDE = 256
-
-
-class VersionCheckError(ClassifrError):
-    """A version failed a promotion check; the message says which version and why, in one line."""
 
 
 def probe_images(side: int = PROBE_SIDE) -> list[Image.Image]:
