@@ -1,7 +1,7 @@
-"""The UI talks to ClassifrService only through its public methods (and plain `service.settings`).
+"""The UI and the HTTP API talk to ClassifrService only through its public methods (and plain `service.settings`).
 
 Read from the source with `ast`, so no Gradio app is built: every attribute read on a name called
-`service` (or `self.service`) in classifr/ui/ must be public and must not be one of the parts the
+`service` (or `self.service`, `context.service`) in classifr/ui/ and classifr/api/ must be public and must not be one of the parts the
 service holds (registry, prediction log, dataset, sync, Hub client, metrics).
 """
 
@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 UI = REPO_ROOT / "classifr" / "ui"
+API = REPO_ROOT / "classifr" / "api"
 PARTS = {"registry", "prediction_log", "dataset", "sync", "hf_api", "metrics"}
 VALUES = {"settings", "limits"}  # plain configuration the service is built with: fine to read
 
@@ -33,7 +34,7 @@ def _service_attributes(path: Path) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("path", sorted(UI.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(UI.glob("*.py")) + sorted(API.glob("*.py")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_ui_modules_use_only_the_public_service(path: Path):
     used = _service_attributes(path)
     wrong = [f"{path.name}:{line}: service.{name}" for line, name in used if name in PARTS or name.startswith("_")]

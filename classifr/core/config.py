@@ -148,6 +148,13 @@ class Settings:
     # CLASSIFR_ONNX_VERIFY_IMAGES: how many sample photos check the default version's ONNX export
     # against PyTorch when v1 is built (docs/settings.md); tests keep it small.
     onnx_verify_images: int = 64
+    # The HTTP API under /v1 (docs/api.md): requests per minute per client address (0: no limit),
+    # whether prediction is open to anyone, its inference threads, and the memory that versions
+    # loaded only for pinned calls may take.
+    api_rate_limit: int = 600
+    api_public: bool = True
+    api_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pinned_versions_bytes: int = 512 * 1024 * 1024
 
     @property
     def registry_dir(self) -> Path:
@@ -202,4 +209,8 @@ class Settings:
             canary_share=_share(env, "CLASSIFR_CANARY_SHARE", 0.0),
             backend=_choice(env, "CLASSIFR_BACKEND", BACKENDS, "auto"),
             onnx_verify_images=_int(env, "CLASSIFR_ONNX_VERIFY_IMAGES", 64, minimum=1, maximum=10_000),
+            api_rate_limit=_int(env, "CLASSIFR_API_RATE_LIMIT", 600, minimum=0, maximum=1_000_000),
+            api_public=_switch(env, "CLASSIFR_API_PUBLIC", True),
+            api_workers=_int(env, "CLASSIFR_API_WORKERS", os.cpu_count() or 1, minimum=1, maximum=64),
+            pinned_versions_bytes=_int(env, "CLASSIFR_PINNED_VERSIONS_MB", 512, minimum=0, maximum=1024 * 1024) * 1024 * 1024,
         )

@@ -12,6 +12,7 @@ import gradio as gr
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
+from classifr.api.app import build_api, mount_api
 from classifr.core.config import Settings
 from classifr.app.project import open_service
 from classifr.app.service import ClassifrService
@@ -99,6 +100,8 @@ def _launch(demo: gr.Blocks, service: ClassifrService, block: bool) -> None:
     )
     add_metrics_route(demo, service)
     add_health_route(demo, service)
+    # Programs call /v1 on the same port, beside the UI and without Gradio's queue (docs/api.md).
+    mount_api(demo.app, build_api(service))
     if block:
         demo.block_thread()
 

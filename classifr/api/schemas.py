@@ -1,0 +1,104 @@
+"""The shapes /v1 answers and accepts, as pydantic models: they make the OpenAPI document
+(/v1/openapi.json) and check the JSON bodies of the maintainer routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LabelScore(BaseModel):
+    """One label and its probability: the Hugging Face image-classification output element."""
+
+    label: str
+    score: float
+
+
+class ImagePrediction(BaseModel):
+    """One image's outcome in /v1/predictions: labels, or the reason it could not be classified."""
+
+    image: str
+    id: str | None = Field(None, description="the prediction log's id; feedback names it")
+    version: str | None = None
+    variant: str | None = Field(None, description="production, candidate (the canary), or pinned")
+    labels: list[LabelScore] = []
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Predictions(BaseModel):
+    predictions: list[ImagePrediction]
+
+
+class FeedbackStored(BaseModel):
+    """What happened to the photo: added, duplicate, conflict, or rejected with the reason."""
+
+    name: str
+    status: str
+    label: str | None = None
+    sha256: str | None = None
+    split: str | None = None
+    reason: str | None = None
+    conflicts: list[str] = []
+
+
+class ExplanationDetails(BaseModel):
+    image: str
+    version: str
+    method: str
+    target: str
+    score: float
+    seconds: float
+    convergence_delta: float | None = None
+    settings: str = ""
+    heatmap: list[list[float]] = Field(description="attribution in [0, 1] over the model's input, rows first")
+
+
+class VersionEntry(BaseModel):
+    version: str
+    aliases: list[str]
+    num_labels: int
+    parent: str | None
+    created_at: str
+    metadata: dict[str, Any] = {}
+
+
+class Models(BaseModel):
+    production: str
+    candidate: str | None = Field(None, description="the version the canary serves, while it serves one")
+    canary_share: float
+    versions: list[VersionEntry]
+    pinned_loaded: list[str] = Field(description="versions kept loaded for pinned calls, least recently used first")
+
+
+class CanaryChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(ge=0.0, le=1.0, description="share of unpinned production calls the candidate serves")
+
+
+class CanaryState(BaseModel):
+    share: float
+    candidate: str | None
+
+
+class TrainingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arguments: list[str] = Field(
+        default_factory=list, max_length=64, description="what `classifr train` takes, e.g. ['--strategy', 'head']"
+    )
+
+
+class TrainingState(BaseModel):
+    status: str
+    stage: str
+    fraction: float
+    started_at: float | None
+    finished_at: float | None
+    arguments: list[str]
+    outcome: dict[str, Any] | None
+    error: str | None
+
+
+class ErrorMessage(BaseModel):
+    error: str = Field(description="one line, the same words the app shows")
