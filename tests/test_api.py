@@ -168,6 +168,9 @@ def test_predictions_classify_several_images_and_log_each_with_origin_api_and_th
     for result in results[:2]:
         record = log.prediction(result["id"])
         assert (record["source"], record["client"], record["version"]) == ("api", "testclient", "v2")
+    metrics = client.service.metrics_text().decode()  # /metrics counts them like any prediction
+    assert 'classifr_prediction_requests_total{source="api",status="ok"} 2.0' in metrics
+    assert 'classifr_prediction_requests_total{source="api",status="error"} 1.0' in metrics
 
 
 def test_more_images_than_a_batch_are_refused(project, sandal_photo):

@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from classifr.core.config import Settings
 
 SNAPSHOT = Path(__file__).parent / "api_v1_openapi.json"
@@ -34,6 +36,7 @@ def _schema(tmp_path: Path, tiny_default_version) -> str:
         service.close()
 
 
+@pytest.mark.slow  # builds a project (about 5 s)
 def test_the_v1_schema_matches_its_snapshot(tmp_path, tiny_default_version):
     schema = _schema(tmp_path, tiny_default_version)
     if os.environ.get("CLASSIFR_UPDATE_API_SNAPSHOT") == "1":

@@ -9,6 +9,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the real app on the real default model
+
 
 @pytest.fixture
 def online_for_localhost(monkeypatch):
