@@ -52,7 +52,7 @@ def main() -> None:
     print(f"default model {service.serving_version}, 12 MP JPEG 4000x3000, {args.threads} threads, median of {args.repeats}")
     print(f"{'method':<12} {'total ms':>9} {'attribution ms':>15} {'PNG write ms':>13}  settings")
     print(f"{'(predict)':<12} {median_ms(predict):>9.0f} {'':>15} {'':>13}  top-5, the baseline")
-    for method in ("gradcam", "ig", "occlusion"):
+    for method in ("gradcam", "gradcam++", "ig", "occlusion"):
         service.explain(big, method=method)  # warm-up
         totals, attributions, writes = [], [], []
         for _ in range(args.repeats):

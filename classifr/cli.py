@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="show why the model decided, as a picture")
     explain.add_argument("image", metavar="IMAGE")
-    explain.add_argument("--method", choices=["gradcam", "ig", "occlusion", "layers"], default="gradcam")
+    explain.add_argument("--method", choices=["gradcam", "gradcam++", "ig", "occlusion", "layers"], default="gradcam")
     explain.add_argument("--target", metavar="LABEL", help="label to explain (default: the top prediction)")
     explain.add_argument("--out", required=True, metavar="FILE", help="PNG (or JPEG/WebP) to write")
     explain.add_argument("--view", choices=["overlay", "side-by-side", "heatmap"], default="overlay")
@@ -210,6 +210,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"classifr: error: the folder of --out does not exist: {str(out.parent)!r}", file=sys.stderr)
         return EXIT_USAGE
     service = _open_service(settings)
+    faithfulness = None  # the stage grid ("layers") has no map to measure
     try:
         if args.method == "layers":
             result = service.explain_layers(args.image)
@@ -218,6 +219,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
                 args.image, method=args.method, target=args.target, view=args.view, steps=args.steps,
                 baseline=args.baseline,
             )
+            faithfulness = service.faithfulness(args.image, result)
     finally:
         service.close()  # stops the prediction log's writer and the dataset sync, as predict does
     if out.suffix.lower() == ".png":
@@ -229,7 +231,11 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     text = f"{result.image} [{result.version}]: {summary['method']}"
     if result.explanation:
         text += f" of {result.explanation.target!r} ({result.explanation.score:.3f}), {result.explanation.settings}"
-    _print(summary, args.json, f"{text} -> {out}")
+    text += f" -> {out}"
+    if faithfulness is not None:
+        summary["faithfulness"] = faithfulness.to_json()
+        text += f"\n{faithfulness.sentence()}"
+    _print(summary, args.json, text)
     return EXIT_OK
 
 

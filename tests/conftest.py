@@ -220,3 +220,24 @@ def maintained_service(tmp_path, tiny_default_version):
     service = open_service(settings, default_version=tiny_default_version)
     yield service
     service.close()
+
+
+@pytest.fixture
+def tiny_api(tmp_path, tiny_default_version):
+    """FastAPI's test client on the /v1 app of a tiny-ViT project (docs/api.md); `.service` is its service."""
+    from fastapi.testclient import TestClient
+
+    from classifr.api.app import build_api, close_api
+    from classifr.app.project import open_service
+    from classifr.core.config import Settings
+
+    settings = Settings(home=tmp_path / "home", num_threads=1, backend="torch", api_rate_limit=0, api_workers=1)
+    service = open_service(settings, default_version=tiny_default_version)
+    api = build_api(service)
+    try:
+        with TestClient(api) as client:
+            client.service = service
+            yield client
+    finally:
+        close_api(api)
+        service.close()

@@ -48,6 +48,27 @@ def test_upload_a_photo_and_see_the_label(page, sandal_photo, tmp_path):
     page.screenshot(path=str(tmp_path / "classify.png"), full_page=True)
 
 
+def test_the_heatmap_comes_with_how_far_to_trust_it(page, sandal_photo):
+    """The explanation of the new photo appears first, then its faithfulness line (docs/explanations.md);
+    choosing GradCAM++ and explaining again gives that method's map and its own line."""
+    from playwright.sync_api import expect
+
+    page.locator("#classify-image input[type=file]").set_input_files(str(sandal_photo))
+    expect(page.locator("#explain-caption")).to_contain_text("Grad-CAM (fast) for sandal", timeout=90_000)
+    trust = page.locator("#explain-trust")
+    expect(trust).to_contain_text("How far to trust this map:", timeout=60_000)
+    expect(trust).to_contain_text("the probability of 'sandal' from")
+    expect(trust).to_contain_text("deletion AUC")
+    first = trust.inner_text()
+
+    page.locator("#explain-method input").click()
+    page.get_by_role("option", name="GradCAM++ (fast)").click()
+    page.locator("#explain-button").click()
+    expect(page.locator("#explain-caption")).to_contain_text("GradCAM++ (fast) for sandal", timeout=60_000)
+    expect(trust).not_to_have_text(first, timeout=60_000)  # GradCAM++'s own map, its own numbers
+    expect(trust).to_contain_text("How far to trust this map:")
+
+
 def test_correct_a_prediction_in_the_browser(page, running_app, clothing_dir, tmp_path):
     """Upload a photo, pick 'New category…', name it, press Correct: the row and image are on disk."""
     import json

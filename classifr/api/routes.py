@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 100
 SMALL_BODY_BYTES = 64 * 1024  # the JSON of a maintainer route
-EXPLANATION_METHODS = ("gradcam", "ig", "occlusion")
+EXPLANATION_METHODS = ("gradcam", "gradcam++", "ig", "occlusion")
 EXPLANATION_SIDE = 768  # px: the longer side of an explanation PNG, as the app shows it
 ERRORS = {status: {"model": schemas.ErrorMessage} for status in (400, 401, 404, 413, 422, 429)}
 
@@ -210,7 +210,7 @@ async def explanations(
     request: Request, method: str = "gradcam", target: str | None = None, format: str = "png",
     caller: Caller = Depends(public_caller),
 ) -> Response:
-    """The image as the body (raw, or a one-file form). `method`: gradcam, ig or occlusion;
+    """The image as the body (raw, or a one-file form). `method`: gradcam, gradcam++, ig or occlusion;
     `target`: the label to explain (default the top one); `format`: `png` (the heatmap over the
     photo) or `json` (the scores and the heatmap as numbers)."""
     if method not in EXPLANATION_METHODS:
@@ -224,7 +224,9 @@ async def explanations(
     )
     headers = {"X-Classifr-Version": result.version}
     if format == "json":
-        return JSONResponse({**result.to_json(), "heatmap": result.explanation.heatmap.round(3).tolist()}, headers=headers)
+        faithfulness = await run_in_threadpool(context.service.faithfulness, body.images[0], result, name=body.names[0])
+        details = {**result.to_json(), "heatmap": result.explanation.heatmap.round(3).tolist()}
+        return JSONResponse({**details, "faithfulness": faithfulness.to_json()}, headers=headers)
     out = io.BytesIO()
     result.picture.save(out, format="PNG")
     return Response(out.getvalue(), media_type="image/png", headers=headers)

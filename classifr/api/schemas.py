@@ -43,6 +43,19 @@ class FeedbackStored(BaseModel):
     conflicts: list[str] = []
 
 
+class FaithfulnessDetails(BaseModel):
+    target: str
+    score: float = Field(description="the target's probability on the intact image")
+    after_removal: float = Field(description="its probability once the top 10% of the map is blurred away")
+    fractions: list[float] = Field(description="the shares of pixels removed or revealed, 0.0 to 1.0")
+    deletion: list[float] = Field(description="the target's probability with the top pixels removed, per fraction")
+    insertion: list[float] = Field(description="the target's probability with the top pixels revealed, per fraction")
+    deletion_auc: float = Field(description="area under the deletion curve: lower is more faithful")
+    insertion_auc: float = Field(description="area under the insertion curve: higher is more faithful")
+    seconds: float
+    sentence: str = Field(description="the numbers in plain words")
+
+
 class ExplanationDetails(BaseModel):
     image: str
     version: str
@@ -53,6 +66,9 @@ class ExplanationDetails(BaseModel):
     convergence_delta: float | None = None
     settings: str = ""
     heatmap: list[list[float]] = Field(description="attribution in [0, 1] over the model's input, rows first")
+    faithfulness: FaithfulnessDetails | None = Field(
+        None, description="how far the heatmap shows what the model used (docs/features.md, Faithfulness)"
+    )
 
 
 class VersionEntry(BaseModel):

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     # (docs/speed.md, "Start-up").
     from classifr.inference.classifier import Classifier, Prediction
     from classifr.inference.explain import Explainer, Explanation, StageMap
+    from classifr.inference.faithfulness import Faithfulness
 
 logger = logging.getLogger(__name__)
 
@@ -445,6 +446,31 @@ class ClassifrService:
         del decoded  # a full-size non-JPEG decode is not needed once the photo is fitted
         picture = fit(render(photo, explanation, decoded_size=seen.size, view=view), max_side)
         return ExplainResult(image=label, version=classifier.version, picture=picture, explanation=explanation)
+
+    def faithfulness(self, source: Any, explanation: ExplainResult, *, name: str | None = None) -> Faithfulness:
+        """How far `explanation` (what `explain` returned for `source`) shows what the model used:
+        its deletion and insertion curves (docs/features.md, "Faithfulness"). The photo is decoded
+        again as `explain` did; an explanation of another version than the serving one is refused."""
+        from classifr.inference.explain import model_sized
+        from classifr.inference.faithfulness import measure
+        from classifr.inference.threads import in_own_thread
+
+        if explanation.explanation is None:
+            raise ClassifrError("a stage grid (layers) has no heatmap to measure; explain with a heatmap method")
+
+        def work() -> Faithfulness:
+            classifier = self.classifier
+            if classifier.version != explanation.version:
+                raise ClassifrError(
+                    f"the model changed since this explanation ({explanation.version} -> {classifier.version}); explain again"
+                )
+            decoded = read_image(source, limits=self.limits, min_side=classifier.min_side, name=name)
+            pixels = classifier.preprocess([model_sized(decoded.image, classifier.min_side)]).contiguous()
+            made = explanation.explanation
+            return measure(self._explainer(classifier), pixels, made.heatmap, made.target_index)
+
+        with self._explaining:
+            return in_own_thread(work)  # PyTorch runs off the request thread (classifr.inference.threads)
 
     def explain_layers(self, source: Any, *, name: str | None = None) -> ExplainResult:
         """How each stage of the backbone responds to the image, as one grid picture."""

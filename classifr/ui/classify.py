@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from classifr.app.service import ClassifrService, PredictionResult
+from classifr.core.errors import ClassifrError
 from classifr.core.images import ImageLimits, describe_limits
 from classifr.core.text import escape_markdown as inert
 from classifr.ui.components import ImageFileInput
@@ -88,6 +89,7 @@ def make_predict(service: ClassifrService):
 
 EXPLAIN_METHODS = [
     ("Grad-CAM (fast)", "gradcam"),
+    ("GradCAM++ (fast)", "gradcam++"),
     ("Integrated Gradients (about 2 s)", "ig"),
     ("Occlusion (about 2 s)", "occlusion"),
 ]
@@ -97,16 +99,16 @@ DISPLAY_SIDE = 1024  # explanations are rendered at most this large for the page
 
 def targets_of(payload: dict | None):
     """After a prediction: offer its labels as explanation targets, the top one selected; the
-    previous photo's stage grid is cleared."""
+    previous photo's stage grid and trust line are cleared."""
     labels = [p["label"] for p in (payload or {}).get("predictions", [])]
-    return gr.update(choices=labels, value=labels[0] if labels else None), None
+    return gr.update(choices=labels, value=labels[0] if labels else None), None, ""
 
 
 def make_explain(service: ClassifrService):
     @shows_errors
     def explain(path: str | None, method: str, target: str | None):
         if not path:
-            return None, ""
+            return None, "", None
         result = service.explain(path, method=method, target=target or None, max_side=DISPLAY_SIDE, name=Path(path).name)
         e = result.explanation
         delta = f", convergence delta {e.convergence_delta:+.3f}" if e.convergence_delta is not None else ""
@@ -115,9 +117,31 @@ def make_explain(service: ClassifrService):
             f"{e.settings}{delta} · {e.seconds:.2f} s · model `{result.version}`. Bright = evidence for the label; "
             "the dimmed border lies outside what the model sees."
         )
-        return result.picture, caption
+        # The map's trust line comes from a second event, so that it never delays the map itself;
+        # `result` goes to this visitor's session state for it (not to API callers).
+        return result.picture, caption, result
 
     return explain
+
+
+def make_trust(service: ClassifrService):
+    """The faithfulness line under a heatmap (docs/explanations.md): what removing what the map
+    points at does to the label's probability."""
+
+    def trust(path: str | None, result) -> str:
+        if not path or result is None:
+            return ""
+        try:
+            score = service.faithfulness(path, result, name=Path(path).name)
+        except ClassifrError as err:
+            return f"*Not measured: {err}*"
+        return (
+            f"**How far to trust this map:** {score.sentence()} "
+            f"(deletion AUC {score.deletion_auc:.2f}, lower is better; insertion AUC {score.insertion_auc:.2f}, "
+            f"higher is better; {score.seconds:.2f} s)"
+        )
+
+    return trust
 
 
 def make_explain_layers(service: ClassifrService):
@@ -163,6 +187,8 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
             explain_button = gr.Button("Explain", elem_id="explain-button")
         explanation = gr.Image(label="Explanation", type="pil", interactive=False, elem_id="explain-image")
         caption = gr.Markdown(elem_id="explain-caption")
+        trust = gr.Markdown(elem_id="explain-trust")
+        explained = gr.State(None)  # this visitor's last explanation, for its trust line
     with gr.Accordion("How each stage of the network sees this image", open=False):
         layers_button = gr.Button("Show the stages", elem_id="layers-button")
         layers = gr.Image(
@@ -189,18 +215,23 @@ def build_classify_tab(service: ClassifrService, examples: list[str]) -> None:
         predicted.append(example_clicks.load_input_event.then(api_visibility="undocumented", **predict_event))
     with feedback_slot:
         build_feedback_panel(service, image, payload, predicted)
+    trust_event = {"fn": make_trust(service), "inputs": [image, explained], "outputs": trust,
+                   "api_visibility": "undocumented", **explain_queue}
+    explain_outputs = [explanation, caption, explained]
     for event in predicted:
-        event.then(targets_of, inputs=payload, outputs=[target, layers], api_visibility="undocumented").then(
-            explain, inputs=[image, method, target], outputs=[explanation, caption], api_visibility="undocumented",
+        event.then(targets_of, inputs=payload, outputs=[target, layers, trust], api_visibility="undocumented").then(
+            explain, inputs=[image, method, target], outputs=explain_outputs, api_visibility="undocumented",
             **explain_queue,
-        )
+        ).then(**trust_event)
     image.clear(
-        lambda: (None, None, "", gr.update(choices=[], value=None), None, "", None),
-        outputs=[label, payload, status, target, explanation, caption, layers],
+        lambda: (None, None, "", gr.update(choices=[], value=None), None, "", None, None, ""),
+        outputs=[label, payload, status, target, explanation, caption, layers, explained, trust],
         api_visibility="undocumented",
         queue=False,
     )
-    explain_button.click(explain, inputs=[image, method, target], outputs=[explanation, caption], api_name="explain", **explain_queue)
+    explain_button.click(
+        explain, inputs=[image, method, target], outputs=explain_outputs, api_name="explain", **explain_queue
+    ).then(**trust_event)
     layers_button.click(
         make_explain_layers(service), inputs=image, outputs=layers, api_name="explain_layers", **explain_queue
     )
