@@ -465,3 +465,13 @@ def test_in_own_thread_returns_or_raises_from_a_thread_that_has_ended():
     with pytest.raises(ZeroDivisionError, match="y is 0"):
         in_own_thread(work, 1, y=0)
     assert all(t is not threading.current_thread() and not t.is_alive() for t in ran_on)
+
+
+def test_models_lists_the_versions_as_the_registry_records_them(client):
+    answer = client.get("/models")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["production"], body["candidate"], body["canary_share"]) == ("v1", None, 0.0)
+    assert [(v["version"], v["parent"], v["aliases"]) for v in body["versions"]] == [
+        ("v1", None, ["production"]), ("v2", "v1", ["candidate"])]
+    assert body["versions"] == [info.to_json() for info in client.service.list_versions()]

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from classifr.api.batching import PredictionPool
+from classifr.api.bodies import request_limit
 from classifr.api.errors import install_error_handlers
 from classifr.api.guard import Guard, RateLimit
 from classifr.api.routes import router
@@ -29,11 +30,19 @@ API_VERSION = "1.0"
 
 @dataclass(frozen=True)
 class ApiContext:
-    """What the routes use: the service, its settings, and the pool that runs predictions."""
+    """What the routes use: the service, the guard of its callers, and the pool that runs predictions."""
 
     service: ClassifrService
-    settings: Settings
+    guard: Guard
     pool: PredictionPool
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.settings
+
+    def body_limit(self, images: int = 1) -> int:
+        """Bytes a request carrying `images` images may have (classifr.api.bodies.request_limit)."""
+        return request_limit(self.settings.max_image_bytes, images)
 
 
 def build_api(service: ClassifrService) -> FastAPI:
@@ -49,8 +58,8 @@ def build_api(service: ClassifrService) -> FastAPI:
             "feedback is stored in the project dataset. Only the project's maintainers see them (docs/privacy.md)."
         ),
     )
-    api.state.guard = Guard(TokenStore(settings.home), RateLimit(settings.api_rate_limit), public=settings.api_public)
-    api.state.context = ApiContext(service=service, settings=settings, pool=prediction_pool(service))
+    guard = Guard(TokenStore(settings.home), RateLimit(settings.api_rate_limit), public=settings.api_public)
+    api.state.context = ApiContext(service=service, guard=guard, pool=prediction_pool(service))
     install_error_handlers(api)
     api.include_router(router)
     return api

@@ -84,12 +84,20 @@ async def read_model(request: Request, model: type[ModelT], limit: int) -> Model
         raise ApiError(422, f"{where}: {first['msg']}" if where else first["msg"]) from None
 
 
-def _from_json(body: bytes) -> ImageRequest:
+def json_object(body: bytes, shape: str) -> dict[str, Any]:
+    """The body parsed as a JSON object; 400 naming the `shape` expected otherwise."""
     try:
         payload = json.loads(body)
     except ValueError as err:
         raise ApiError(400, f"the body is not valid JSON: {err}") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
+    if not isinstance(payload, dict):
+        raise ApiError(400, f"the body must be an object {shape}")
+    return payload
+
+
+def _from_json(body: bytes) -> ImageRequest:
+    payload = json_object(body, '{"inputs": "<base64 image>", "parameters": {...}}')
+    if "inputs" not in payload:
         raise ApiError(400, 'a JSON body must be an object {"inputs": "<base64 image>", "parameters": {...}}')
     inputs, parameters = payload["inputs"], payload.get("parameters") or {}
     if not isinstance(parameters, dict):

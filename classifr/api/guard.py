@@ -88,7 +88,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 def guard_of(request: Request) -> Guard:
-    return request.app.state.guard
+    return request.app.state.context.guard
 
 
 def public_caller(request: Request) -> Caller:

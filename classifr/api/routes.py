@@ -20,13 +20,16 @@ from classifr.api.batching import PredictionCall
 from classifr.api.bodies import (
     ImageRequest,
     decode_base64,
+    json_object,
     read_body,
     read_images,
     read_model,
-    request_limit,
 )
 from classifr.api.errors import ApiError
 from classifr.api.guard import Caller, maintainer_caller, public_caller
+from classifr.app.jobs import JobState
+from classifr.data.dataset import AddResult
+from classifr.versions.registry import VersionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ async def classify(ref: str, request: Request, caller: Caller = Depends(public_c
     started = time.perf_counter()
     context = context_of(request)
     version = await _pinned(context, ref)
-    body = await read_images(request, limit=request_limit(context.settings.max_image_bytes), max_images=1)
+    body = await read_images(request, limit=context.body_limit(), max_images=1)
     top_k = _top_k(body.fields.get("top_k", request.query_params.get("top_k")), context.settings.top_k)
     _check_function(body.fields.get("function_to_apply"))
     result = (await _predict(context, body, caller, version, top_k))[0]
@@ -96,7 +99,7 @@ async def predictions(
     context = context_of(request)
     pinned = await _pinned(context, version)
     most = context.settings.max_batch_size
-    body = await read_images(request, limit=request_limit(context.settings.max_image_bytes, most), max_images=most)
+    body = await read_images(request, limit=context.body_limit(most), max_images=most)
     results = await _predict(context, body, caller, pinned, _top_k(top_k, context.settings.top_k))
     latency_ms = (time.perf_counter() - started) * 1000
     return schemas.Predictions(predictions=[_image_prediction(result, latency_ms) for result in results])
@@ -146,19 +149,19 @@ def _check_function(value: Any) -> None:
 
 
 @router.post(
-    "/feedback", response_model=schemas.FeedbackStored, responses={**ERRORS, 507: {"model": schemas.ErrorMessage}},
+    "/feedback", response_model=AddResult, responses={**ERRORS, 507: {"model": schemas.ErrorMessage}},
     tags=["feedback"], summary="Confirm or correct a prediction",
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
         "prediction_id": {"type": "string"}, "label": {"type": "string"}, "confirm": {"type": "boolean"},
         "image": {"type": "string", "description": "the photo that was classified, base64"}},
         "required": ["prediction_id", "image"]}}}}},
 )
-async def feedback(request: Request, caller: Caller = Depends(public_caller)) -> schemas.FeedbackStored:
+async def feedback(request: Request, caller: Caller = Depends(public_caller)) -> AddResult:
     """The photo with `label` (a correction, or a new category) or `confirm: true`, naming the
     prediction it answers. The model's version and scores come from the server's prediction log,
     never from the caller; the photo must be the one that prediction was made for."""
     context = context_of(request)
-    body = await read_images(request, limit=request_limit(context.settings.max_image_bytes), max_images=1) \
+    body = await read_images(request, limit=context.body_limit(), max_images=1) \
         if _is_form(request) else await _feedback_json(request, context)
     prediction_id, label = _answer(body.fields)
     result = await run_in_threadpool(
@@ -168,19 +171,11 @@ async def feedback(request: Request, caller: Caller = Depends(public_caller)) ->
     if result.status == "rejected":  # nothing was stored: an error for the one photo of this call
         paused = context.service.storage_status()["paused"]
         raise ApiError(507 if paused else 400, result.reason or "the photo was not stored")
-    return schemas.FeedbackStored(**result.to_json())
+    return result
 
 
 async def _feedback_json(request: Request, context: Any) -> ImageRequest:
-    import json
-
-    raw = await read_body(request, request_limit(context.settings.max_image_bytes))
-    try:
-        payload = json.loads(raw)
-    except ValueError as err:
-        raise ApiError(400, f"the body is not valid JSON: {err}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, 'the body must be an object {"prediction_id", "label" or "confirm", "image"}')
+    payload = json_object(await read_body(request, context.body_limit()), '{"prediction_id", "label" or "confirm", "image"}')
     if "image" not in payload:
         raise ApiError(400, "image is missing: send the photo that was classified (base64); the server keeps no copy to answer with")
     return ImageRequest([decode_base64(payload.pop("image"), "image")], ["image"], payload)
@@ -218,7 +213,7 @@ async def explanations(
     if format not in ("png", "json"):
         raise ApiError(400, f"format must be 'png' or 'json', got {format!r}")
     context = context_of(request)
-    body = await read_images(request, limit=request_limit(context.settings.max_image_bytes), max_images=1)
+    body = await read_images(request, limit=context.body_limit(), max_images=1)
     result = await run_in_threadpool(
         context.service.explain, body.images[0], method=method, target=target, max_side=EXPLANATION_SIDE, name=body.names[0]
     )
@@ -245,26 +240,26 @@ async def models(request: Request, caller: Caller = Depends(public_caller)) -> s
     versions = await run_in_threadpool(service.list_versions)
     return schemas.Models(
         production=service.serving_version, candidate=service.candidate_version, canary_share=service.canary_share,
-        versions=[schemas.VersionEntry(**v.to_json()) for v in versions], pinned_loaded=service.pinned_versions,
+        versions=versions, pinned_loaded=service.pinned_versions,
     )
 
 
-@router.post("/models/{ref}/promote", response_model=schemas.VersionEntry, responses={**ERRORS, 403: {"model": schemas.ErrorMessage}},
+@router.post("/models/{ref}/promote", response_model=VersionInfo, responses={**ERRORS, 403: {"model": schemas.ErrorMessage}},
              tags=["maintainers"], summary="Make a version production")
-async def promote(ref: str, request: Request, caller: Caller = Depends(maintainer_caller)) -> schemas.VersionEntry:
+async def promote(ref: str, request: Request, caller: Caller = Depends(maintainer_caller)) -> VersionInfo:
     """Loads and checks the version first; one that fails its checks is refused (409) and
     production stays where it was. Needs a Classifr token."""
     info = await run_in_threadpool(context_of(request).service.promote, ref)
     logger.info("%s promoted through the API by token %r from %s", info.version, caller.token_name, caller.address)
-    return schemas.VersionEntry(**info.to_json())
+    return info
 
 
-@router.post("/rollback", response_model=schemas.VersionEntry, responses=ERRORS, tags=["maintainers"],
+@router.post("/rollback", response_model=VersionInfo, responses=ERRORS, tags=["maintainers"],
              summary="Serve the previous production version again")
-async def rollback(request: Request, caller: Caller = Depends(maintainer_caller)) -> schemas.VersionEntry:
+async def rollback(request: Request, caller: Caller = Depends(maintainer_caller)) -> VersionInfo:
     info = await run_in_threadpool(context_of(request).service.rollback)
     logger.info("rolled back to %s through the API by token %r from %s", info.version, caller.token_name, caller.address)
-    return schemas.VersionEntry(**info.to_json())
+    return info
 
 
 @router.put("/canary", response_model=schemas.CanaryState, responses=ERRORS, tags=["maintainers"],
@@ -278,26 +273,26 @@ async def canary(request: Request, caller: Caller = Depends(maintainer_caller)) 
     return schemas.CanaryState(share=share, candidate=service.candidate_version)
 
 
-@router.get("/training", response_model=schemas.TrainingState, responses=ERRORS, tags=["versions"],
+@router.get("/training", response_model=JobState, responses=ERRORS, tags=["versions"],
             summary="The current or last training run")
-async def training_status(request: Request, caller: Caller = Depends(public_caller)) -> schemas.TrainingState:
+async def training_status(request: Request, caller: Caller = Depends(public_caller)) -> JobState:
     state = await run_in_threadpool(context_of(request).service.training_status)
-    return schemas.TrainingState(**state.to_json())
+    return state
 
 
-@router.post("/training", response_model=schemas.TrainingState, status_code=202, responses=ERRORS, tags=["maintainers"],
+@router.post("/training", response_model=JobState, status_code=202, responses=ERRORS, tags=["maintainers"],
              summary="Start a training run",
              openapi_extra={"requestBody": {"content": {"application/json": {"schema": schemas.TrainingRequest.model_json_schema()}}}})
-async def start_training(request: Request, caller: Caller = Depends(maintainer_caller)) -> schemas.TrainingState:
+async def start_training(request: Request, caller: Caller = Depends(maintainer_caller)) -> JobState:
     """`arguments` are those of `classifr train` (docs/retraining.md). One run at a time."""
     run = await read_model(request, schemas.TrainingRequest, SMALL_BODY_BYTES)
     state = await run_in_threadpool(context_of(request).service.start_training, run.arguments)
     logger.info("training started through the API by token %r: %s", caller.token_name, " ".join(run.arguments))
-    return schemas.TrainingState(**state.to_json())
+    return state
 
 
-@router.delete("/training", response_model=schemas.TrainingState, responses=ERRORS, tags=["maintainers"],
+@router.delete("/training", response_model=JobState, responses=ERRORS, tags=["maintainers"],
                summary="Cancel the running training run")
-async def cancel_training(request: Request, caller: Caller = Depends(maintainer_caller)) -> schemas.TrainingState:
+async def cancel_training(request: Request, caller: Caller = Depends(maintainer_caller)) -> JobState:
     state = await run_in_threadpool(context_of(request).service.cancel_training)
-    return schemas.TrainingState(**state.to_json())
+    return state

@@ -1,11 +1,12 @@
 """The shapes /v1 answers and accepts, as pydantic models: they make the OpenAPI document
-(/v1/openapi.json) and check the JSON bodies of the maintainer routes."""
+(/v1/openapi.json) and check the JSON bodies of the maintainer routes. Records that already have
+a dataclass (AddResult, VersionInfo, JobState) are answered as that dataclass, not copied here."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from classifr.versions.registry import VersionInfo
 
 
 class LabelScore(BaseModel):
@@ -29,18 +30,6 @@ class ImagePrediction(BaseModel):
 
 class Predictions(BaseModel):
     predictions: list[ImagePrediction]
-
-
-class FeedbackStored(BaseModel):
-    """What happened to the photo: added, duplicate, conflict, or rejected with the reason."""
-
-    name: str
-    status: str
-    label: str | None = None
-    sha256: str | None = None
-    split: str | None = None
-    reason: str | None = None
-    conflicts: list[str] = []
 
 
 class FaithfulnessDetails(BaseModel):
@@ -71,20 +60,11 @@ class ExplanationDetails(BaseModel):
     )
 
 
-class VersionEntry(BaseModel):
-    version: str
-    aliases: list[str]
-    num_labels: int
-    parent: str | None
-    created_at: str
-    metadata: dict[str, Any] = {}
-
-
 class Models(BaseModel):
     production: str
     candidate: str | None = Field(None, description="the version the canary serves, while it serves one")
     canary_share: float
-    versions: list[VersionEntry]
+    versions: list[VersionInfo]
     pinned_loaded: list[str] = Field(description="versions kept loaded for pinned calls, least recently used first")
 
 
@@ -103,17 +83,6 @@ class TrainingRequest(BaseModel):
     arguments: list[str] = Field(
         default_factory=list, max_length=64, description="what `classifr train` takes, e.g. ['--strategy', 'head']"
     )
-
-
-class TrainingState(BaseModel):
-    status: str
-    stage: str
-    fraction: float
-    started_at: float | None
-    finished_at: float | None
-    arguments: list[str]
-    outcome: dict[str, Any] | None
-    error: str | None
 
 
 class ErrorMessage(BaseModel):

@@ -280,6 +280,17 @@ class Explainer:
         finally:
             handle.remove()
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model copy between explanations: one in progress has Captum hooks on it."""
+        with self._lock:
+            yield
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Softmax over the labels for a batch of model inputs (B, 3, H, W): (B, labels)."""
+        with self.exclusive(), torch.no_grad():
+            return self.forward(pixels.contiguous()).softmax(-1)
+
     # -- one image, as the UI and CLI ask -------------------------------------------------------
 
     def explain(

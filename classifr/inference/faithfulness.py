@@ -137,10 +137,7 @@ def _top_first_masks(heatmap: np.ndarray) -> torch.Tensor:
 
 
 def _probabilities(explainer: Explainer, batch: torch.Tensor, target_index: int) -> tuple[float, ...]:
-    # The explainer's lock: another explanation may have Captum hooks on this model copy right now.
-    with explainer._lock, torch.no_grad():
-        probabilities = explainer.forward(batch.contiguous()).softmax(-1)[:, target_index]
-    return tuple(float(p) for p in probabilities)
+    return tuple(float(p) for p in explainer.probabilities(batch)[:, target_index])
 
 
 def randomized_rank_correlation(explainer: Explainer, image: Image.Image, method: str, target: str | None) -> float:
@@ -191,7 +188,7 @@ def captum_infidelity(explainer: Explainer, pixels: torch.Tensor, attribution: t
         noise = torch.randn_like(inputs) * INFIDELITY_NOISE
         return noise, inputs - noise
 
-    with explainer._lock, torch.no_grad():
+    with explainer.exclusive(), torch.no_grad():
         value = infidelity(
             explainer.forward, perturb, pixels.contiguous(), attribution.contiguous(), target=target_index,
             n_perturb_samples=INFIDELITY_SAMPLES, max_examples_per_batch=INFIDELITY_SAMPLES, normalize=True,
