@@ -84,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     benchmark.add_argument("arguments", nargs=argparse.REMAINDER)
 
-    versions = commands.add_parser("versions", help="list model versions")
+    versions = commands.add_parser("versions", help="list model versions; versions import: a checkpoint as a version")
     versions.add_argument("--json", action="store_true", help="print JSON")
+    versions_commands = versions.add_subparsers(dest="versions_command", metavar="ACTION")
+    version_import = versions_commands.add_parser(
+        "import", help="make a Transformers image-classification checkpoint (folder or Hub id) a new version")
+    version_import.add_argument("source", metavar="ID_OR_FOLDER", help="a checkpoint folder or a Hub model id owner/name")
+    version_import.add_argument("--revision", metavar="R", help="Hub ids: branch, tag or commit (default main)")
+    version_import.add_argument("--json", action="store_true", help="print JSON")
 
     promote = commands.add_parser("promote", help="make a version production")
     promote.add_argument("version", metavar="V")
@@ -361,11 +367,38 @@ def _version_line(info) -> str:
 
 
 def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
+    if args.versions_command == "import":
+        return cmd_versions_import(args, settings)
     versions = _registry(settings).list_versions()
     if not versions and not args.json:
         print(NO_VERSION_YET)
         return EXIT_OK
     _print([v.to_json() for v in versions], args.json, "\n".join(_version_line(v) for v in versions))
+    return EXIT_OK
+
+
+def cmd_versions_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a checkpoint as the next version (v1 is built first in a new project); no alias moves."""
+    from classifr.app.project import default_version_for, open_registry
+    from classifr.inference.classifier import configure_runtime
+    from classifr.app.checkpoints import import_checkpoint
+
+    if settings.model:
+        raise ClassifrError(f"CLASSIFR_MODEL={settings.model!r} is served directly; it has no versions")
+    configure_runtime(settings.num_threads)
+    registry = open_registry(settings, default_version=default_version_for(settings))
+    info = import_checkpoint(registry, args.source, revision=args.revision, cache_dir=settings.cache_dir / "hub",
+                             verify_images=settings.onnx_verify_images)
+    result = {"version": info.version, "source": info.metadata.get("source"), "revision": info.metadata.get("revision"),
+              "num_labels": info.num_labels, "architecture": info.metadata.get("architecture"),
+              "weights_sha256": info.metadata.get("weights_sha256")}
+    text = (
+        f"imported {result['source']} as {info.version} ({info.num_labels} labels, "
+        f"revision {result['revision'] or 'none: a folder'}); not promoted.\n"
+        f"next: classifr promote {info.version}    # serve it as it is\n"
+        f"  or: classifr train --parent {info.version}    # add your labels to it first"
+    )
+    _print(result, args.json, text)
     return EXIT_OK
 
 

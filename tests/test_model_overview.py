@@ -305,3 +305,69 @@ def test_model_tab_serves_the_card_under_its_api_name(registry: LocalRegistry, d
     assert payload["version"] == "v1" and payload["serving"] and picture is None
     with pytest.raises(gr.Error, match="unknown model version"):
         make_model_card(service)("v99")
+
+
+# --- the training history (docs/retraining.md, "Resources watched while training") ---------------------
+
+HISTORY = [
+    {"epoch": 1, "train_loss": 1.2345, "eval_accuracy": 0.5, "learning_rate": 3e-4, "images_per_second": 24.04,
+     "peak_memory_mb": 1945.6, "cpu_percent": 96.2, "gpu_percent": None, "gpu_peak_memory_mb": None},
+    {"epoch": 2, "train_loss": 0.6, "eval_accuracy": 0.75, "learning_rate": 1e-4, "images_per_second": 25.0,
+     "peak_memory_mb": 900.0, "cpu_percent": 97.0, "gpu_percent": None, "gpu_peak_memory_mb": None},
+]
+
+
+def _tiny_version_files(tiny_vit_dir: Path, png: Path, history: list[dict]):
+    from classifr.inference.classifier import Classifier
+    from training.publish import VersionFiles
+
+    Image.new("RGB", (20, 20), "white").save(png)
+    model = Classifier.load(tiny_vit_dir, version="tiny").model
+    return VersionFiles(
+        model=model, processor_source=tiny_vit_dir, labels=LabelSet(("cat", "dog", "bird")), labels_added=[],
+        parent="v1", strategy="full", hyperparameters={"epochs": 2},
+        metrics={"accuracy": 0.75, "macro_f1": 0.7, "num_images": 8}, comparison={}, gate={"passed": True, "reasons": []},
+        datasets={}, train_counts={"cat": 4}, confusion_png=png, onnx=False, history=history,
+    )
+
+
+def test_training_history_goes_through_metrics_json_into_the_card(tmp_path: Path, tiny_vit_dir: Path, tiny_default_version):
+    from training.publish import publish
+
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.publish(tiny_default_version.write, parent=None)
+    files = _tiny_version_files(tiny_vit_dir, tmp_path / "confusion.png", HISTORY)
+    version = publish(registry, files, metadata={"strategy": "full"}).version
+    assert json.loads((registry.local_path(version) / "metrics.json").read_text())["history"] == HISTORY
+
+    overview = describe_version(registry, version)
+    assert overview.history == [
+        {"epoch": 1, "train_loss": 1.2345, "eval_accuracy": 0.5, "images_per_second": 24.04, "peak_memory_mb": 1945.6,
+         "cpu_percent": 96.2},
+        {"epoch": 2, "train_loss": 0.6, "eval_accuracy": 0.75, "images_per_second": 25.0, "peak_memory_mb": 900.0,
+         "cpu_percent": 97.0},
+    ]
+    assert overview.to_json()["history"] == overview.history
+    markdown = render_markdown(overview)
+    # Only the columns that have values: no GPU on this run.
+    assert "| epoch | train loss | eval accuracy | images/s | peak memory | CPU % |" in markdown
+    assert "| 1 | 1.2345 | 50.0% | 24.0 | 1.9 GB | 96 |" in markdown
+    assert "| 2 | 0.6000 | 75.0% | 25.0 | 900 MB | 97 |" in markdown
+    assert "GPU" not in markdown
+
+    assert describe_version(registry, "v1").history == []  # published without history: no table
+    assert "| epoch |" not in render_markdown(describe_version(registry, "v1"))
+
+
+def test_history_table_keeps_columns_with_values_and_names_stages():
+    from classifr.versions.card_markdown import history_table
+
+    headers, rows = history_table([
+        {"stage": "embedding <pass>", "images_per_second": 120.0, "peak_memory_mb": 512.0, "gpu_percent": 41.0,
+         "gpu_peak_memory_mb": 3072.0},
+        {"epoch": 3, "images_per_second": "fast", "cpu_percent": float("nan")},
+        "not a record",
+    ])
+    assert headers == ["epoch", "images/s", "peak memory", "GPU %", "GPU memory"]
+    assert rows == [["embedding \\<pass\\>", "120.0", "512 MB", "41", "3.0 GB"], ["3", "—", "—", "—", "—"]]
+    assert history_table([]) == ([], [])

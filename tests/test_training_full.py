@@ -162,6 +162,29 @@ def test_fine_tuning_the_pretrained_model_learns_hat_vs_shoes(small_default):
 
 
 @pytest.mark.slow
+def test_a_learning_rate_of_zero_is_caught(small_default, monkeypatch):
+    """The learning test's run with every learning rate set to 0 (FullConfig refuses 0, so the
+    optimizer's groups are zeroed): the loss stays at ln 2 and the accuracy at the zero head's, so
+    each of the learning test's assertions would fail. (A rate of 1e-12 is not enough: Adam's
+    normalised steps still tip the argmax of a zero head the right way.)"""
+    import training.full as full
+
+    real_groups = full._param_groups
+    monkeypatch.setattr(full, "_param_groups", lambda model, config: [
+        {**group, "lr": 0.0} for group in real_groups(model, config)])
+    model, preprocess = small_default
+    train, evaluation = _rows(("hat", "shoes"), 16), _rows(("hat", "shoes"), 16, offset=16)
+    untrained = _accuracy(model, preprocess, evaluation)
+    config = FullConfig(epochs=2, batch_size=8, augment=False, num_workers=0)
+
+    result = train_full(model, preprocess, train, evaluation, config=config, progress=False)
+
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] > 0.95 * losses[0], losses
+    assert result.best_accuracy == pytest.approx(untrained), (untrained, result.history)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze", [True, False])
 def test_batchnorm_statistics_stay_pretrained_unless_asked(small_default, freeze):
     """One step on 8 photos: with freeze_batchnorm (the default) every running mean and variance is

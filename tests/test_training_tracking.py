@@ -309,3 +309,22 @@ def test_a_trackio_that_would_write_elsewhere_is_not_used(tmp_path: Path, monkey
     assert "would write to" in caplog.text
     assert trackio.utils.TRACKIO_DIR is default and trackio.__dict__.get("print") is None
     assert not (tmp_path / "t").exists()
+
+
+def test_resources_of_each_epoch_are_tracked_and_none_is_left_out(tmp_path: Path):
+    from training.resources import RESOURCE_KEYS
+
+    epochs = [
+        {"epoch": 1, "train_loss": 0.9, "steps": 4, "images_per_second": 21.5, "peak_memory_mb": 1900.2,
+         "cpu_percent": 95.1, "gpu_percent": None, "gpu_peak_memory_mb": None},
+        {"epoch": 2, "train_loss": 0.5, "steps": 8, "images_per_second": 23.25, "peak_memory_mb": 1950.0,
+         "cpu_percent": 96.0, "gpu_percent": None, "gpu_peak_memory_mb": None},
+    ]
+    assert set(RESOURCE_KEYS) <= set(epochs[0])
+    with RunTracker.start(folder=tmp_path, run_name="full-from-v1", config={"strategy": "full"}) as tracker:
+        for record in epochs:
+            tracker.log(record, step=record["steps"])
+    (run,) = list_runs(tmp_path)
+    assert run["metrics"] == {"epoch": 2, "train_loss": 0.5, "steps": 8, "images_per_second": 23.25,
+                              "peak_memory_mb": 1950.0, "cpu_percent": 96.0}  # the last epoch's; no GPU here
+    assert run["status"] == "finished"

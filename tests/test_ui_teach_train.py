@@ -182,6 +182,39 @@ def test_a_maintainer_action_error_stays_on_screen_until_closed():
     assert caught.value.duration is None  # Gradio's default: gone after 10 s
 
 
+def test_the_epochs_of_a_run_show_as_a_table_and_a_status_line():
+    from classifr.app.jobs import JobState
+    from classifr.ui.train import describe_job, epoch_summary, epoch_table
+
+    epochs = [
+        {"epoch": 1, "train_loss": 0.9, "eval_accuracy": 0.8, "learning_rate": 1e-4, "images_per_second": 21.6,
+         "peak_memory_mb": 1843.2, "cpu_percent": 95.5, "gpu_percent": None, "gpu_peak_memory_mb": None},
+        {"epoch": 3, "train_loss": 0.4, "eval_accuracy": 0.9, "images_per_second": 24.2, "peak_memory_mb": 1945.6,
+         "cpu_percent": 96.4, "gpu_percent": None},
+    ]
+    assert epoch_table(epochs) == {
+        "headers": ["epoch", "train loss", "eval accuracy", "images/s", "peak memory", "CPU %"],
+        "data": [["1", "0.9000", "80.0%", "21.6", "1.8 GB", "96"], ["3", "0.4000", "90.0%", "24.2", "1.9 GB", "96"]],
+    }
+    assert epoch_summary(epochs) == "epoch 3 · 24 images/s · 1.9 GB · CPU 96%"
+    assert epoch_summary([{"epoch": 2, "images_per_second": 300.0, "gpu_percent": 87.0, "peak_memory_mb": 900}]) == (
+        "epoch 2 · 300 images/s · 900 MB · GPU 87%"
+    )
+    running = JobState(status="running", stage="fine-tuning", fraction=0.78, epochs=epochs)
+    assert describe_job(running) == "**Training…** fine-tuning (78%) · epoch 3 · 24 images/s · 1.9 GB · CPU 96%"
+    assert describe_job(JobState(status="running", stage="embedding", fraction=0.3)) == "**Training…** embedding (30%)"
+    assert epoch_table([]) == {"headers": ["epoch"], "data": []} and epoch_summary([]) == ""
+
+
+def test_the_poll_and_refresh_update_the_epoch_table(tiny_service):
+    from classifr.ui.app import build_app
+
+    config = build_app(tiny_service).config
+    table = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "train-epochs")
+    writers = [d for d in config["dependencies"] if table in d["outputs"]]
+    assert len(writers) == 4  # the poll's tick, page load, tab selection, and after Refresh
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_teach_then_promote_in_the_browser(tiny_app, clothing_dir, tmp_path):

@@ -37,27 +37,40 @@ from PIL import Image
 
 from classifr.core.errors import ClassifrError, ConfigError
 from classifr.core.images import read_image
+from training.augment import BatchMixer, PhotoAugmentation
 from training.embeddings import classifier_head
+from training.param_groups import depth_groups, frozen_count
+from training.resources import ResourceMeter
 
 logger = logging.getLogger(__name__)
 
 AUGMENT_DECODE_FACTOR = 1.15  # decode this much larger than the model needs, so a random crop still has real pixels
-CROP_SCALE = (0.6, 1.0)  # area fraction kept by the random crop
-CROP_RATIO = (3 / 4, 4 / 3)
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+AUTO_AUGMENT_CHOICES = ("trivialaugment", "randaugment", "none")
 HISTORY_KEYS = ("epoch", "train_loss", "eval_accuracy", "learning_rate", "seconds", "images_per_second")
 
 
 @dataclass(frozen=True)
 class FullConfig:
+    """The fine-tuning recipe; defaults measured on clothing-small (docs/retraining.md, "The full strategy")."""
+
     epochs: int = 10
     batch_size: int = 32  # per process
-    learning_rate: float = 3e-4  # AdamW, for the head; the backbone gets learning_rate * backbone_lr_scale
-    backbone_lr_scale: float = 0.1
+    learning_rate: float = 3e-4  # AdamW, for the head; the backbone's top group gets learning_rate * backbone_lr_scale
+    backbone_lr_scale: float = 1.0
+    layer_decay: float = 0.7  # each depth group down from the top learns this much slower (discriminative rates)
+    frozen_depth: float = 0.4  # the lowest 40% of the depth groups stay as pretrained (and cost no backward)
     weight_decay: float = 0.05
     warmup_ratio: float = 0.1  # linear warmup then cosine decay
+    label_smoothing: float = 0.1
+    # Each epoch evaluates (and keeps) an exponential moving average of the weights (timm's ModelEmaV3,
+    # with its warm-up); 0 evaluates the weights as they are.
+    ema_decay: float = 0.998
     augment: bool = True  # random resized crop (scale 0.6-1) on the decoded image + horizontal flip
-    patience: int = 3  # early stopping: epochs without a better eval accuracy
+    auto_augment: str = "trivialaugment"  # then one of torchvision's policies on the crop: trivialaugment | randaugment | none
+    mixup_alpha: float = 0.0  # > 0: torchvision MixUp on half the batches (with cutmix_alpha, CutMix on the other half)
+    cutmix_alpha: float = 0.0
+    patience: int = 5  # early stopping: epochs without a better eval accuracy (accuracy still climbs as the rate decays)
     # Keep BatchNorm's running statistics as pretrained: small batches of one small dataset move
     # them away from what the (already trained) head expects. Measured on 120 clothing photos with
     # the learning rate at ~0: 69% -> 67% after one epoch with them updating, unchanged when frozen.
@@ -73,11 +86,14 @@ class FullConfig:
         _require("num_workers", self.num_workers, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
         _require("seed", self.seed, _is_int, "an integer")
         _require("max_steps", self.max_steps, lambda v: v is None or (_is_int(v) and v >= 1), "None or an integer >= 1")
-        for name in ("learning_rate", "backbone_lr_scale"):
+        for name in ("learning_rate", "backbone_lr_scale", "layer_decay"):
             _require(name, getattr(self, name), lambda v: _is_number(v) and v > 0, "a positive number")
-        _require("weight_decay", self.weight_decay, lambda v: _is_number(v) and v >= 0, "a number >= 0")
-        _require("warmup_ratio", self.warmup_ratio, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+        for name in ("weight_decay", "mixup_alpha", "cutmix_alpha"):
+            _require(name, getattr(self, name), lambda v: _is_number(v) and v >= 0, "a number >= 0")
+        for name in ("warmup_ratio", "label_smoothing", "frozen_depth", "ema_decay"):
+            _require(name, getattr(self, name), lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
         _require("augment", self.augment, lambda v: isinstance(v, bool), "True or False")
+        _require("auto_augment", self.auto_augment, lambda v: v in AUTO_AUGMENT_CHOICES, f"one of {AUTO_AUGMENT_CHOICES}")
         _require("freeze_batchnorm", self.freeze_batchnorm, lambda v: isinstance(v, bool), "True or False")
         choices = MIXED_PRECISION_CHOICES
         _require("mixed_precision", self.mixed_precision, lambda v: v in choices, f"one of {choices}")
@@ -115,13 +131,14 @@ class ImageDataset(torch.utils.data.Dataset):
     """(path, label) rows -> (pixel_values as served, label); decoding happens in the loader workers."""
 
     def __init__(
-        self, rows: Sequence[tuple[Path, int]], preprocess: Callable, *, min_side: int | None, augment: bool
+        self, rows: Sequence[tuple[Path, int]], preprocess: Callable, *, min_side: int | None,
+        augmentation: PhotoAugmentation | None,
     ) -> None:
         self.rows = list(rows)
         self.preprocess = preprocess
-        self.augment = augment
+        self.augmentation = augmentation
         # A random crop keeps as little as 60% of the area, so augmented images are decoded larger.
-        self.decode_side = math.ceil(min_side * AUGMENT_DECODE_FACTOR) if augment and min_side else min_side
+        self.decode_side = math.ceil(min_side * AUGMENT_DECODE_FACTOR) if augmentation and min_side else min_side
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,24 +146,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.rows[index]
         image = read_image(path, min_side=self.decode_side).image
-        if self.augment:
-            image = augment_image(image)
+        if self.augmentation is not None:
+            image = self.augmentation(image)
         return self.preprocess([image])[0], label
-
-
-def augment_image(image: Image.Image) -> Image.Image:
-    """Random crop (torchvision's RandomResizedCrop box) and a coin-flip mirror.
-
-    Only the crop box is drawn here; the served preprocessing then resizes the crop, so there is
-    one resample per image, as at serving time.
-    """
-    from torchvision.transforms.v2 import RandomResizedCrop
-
-    top, left, height, width = RandomResizedCrop.get_params(image, scale=list(CROP_SCALE), ratio=list(CROP_RATIO))
-    image = image.crop((left, top, left + width, top + height))
-    if torch.rand(()) < 0.5:  # torch RNG: seeded per loader worker, so runs are reproducible
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
 
 
 def _check_rows(rows: Sequence[tuple[Path, int]], num_outputs: int, split: str) -> None:
@@ -205,14 +207,24 @@ def _make_accelerator(config: FullConfig, log_with: Any, project_dir: Path | Non
 
 
 def _param_groups(model: torch.nn.Module, config: FullConfig) -> list[dict]:
-    """The head learns at the full rate; the pretrained backbone moves more slowly so it is not wrecked early."""
-    head_ids = {id(p) for p in classifier_head(model).parameters()}
-    head = [p for p in model.parameters() if id(p) in head_ids]
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
-    return [
-        {"params": head, "lr": config.learning_rate, "name": "head"},
-        {"params": backbone, "lr": config.learning_rate * config.backbone_lr_scale, "name": "backbone"},
-    ]
+    """Discriminative learning rates: the head at `learning_rate`, the backbone's top depth group at
+    `learning_rate * backbone_lr_scale`, each group below it `layer_decay` times slower; the lowest
+    `frozen_depth` of the groups frozen (docs/retraining.md, "The full strategy").
+
+    The head comes first and the backbone's top group second (the epoch record reads both rates).
+    """
+    groups = depth_groups(model)
+    frozen = frozen_count(len(groups), config.frozen_depth)
+    for group in groups[:frozen]:
+        for parameter in group:
+            parameter.requires_grad_(False)
+    head = list(classifier_head(model).parameters())
+    rate = config.learning_rate * config.backbone_lr_scale
+    param_groups = [{"params": head, "lr": config.learning_rate, "name": "head"}]
+    for depth, group in enumerate(reversed(groups[frozen:])):
+        param_groups.append({"params": group, "lr": rate * config.layer_decay**depth, "name": f"depth-{depth}"})
+    logger.info("%d depth groups, the lowest %d frozen; top backbone rate %.2e", len(groups), frozen, rate)
+    return param_groups
 
 
 def _total_steps(config: FullConfig, batches_per_epoch: int, num_processes: int) -> int:
@@ -237,6 +249,9 @@ class _Run:
     config: FullConfig
     should_stop: Callable[[], bool]
     progress: bool
+    mixer: BatchMixer
+    trained_classes: torch.Tensor  # the outputs that have training images: label smoothing spreads over these
+    ema: Any = None  # timm's ModelEmaV3 of the unwrapped model, or None
     step: int = 0
     cancelled: bool = False
 
@@ -247,6 +262,32 @@ class _Run:
 
 def _channels_last(pixel_values: torch.Tensor) -> torch.Tensor:
     return pixel_values.contiguous(memory_format=torch.channels_last)
+
+
+def _moving_average(model: torch.nn.Module, config: FullConfig):
+    """timm's ModelEmaV3 of `model` (its decay warms up: early epochs follow the weights closely)."""
+    if config.ema_decay == 0:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
+
+
+def smoothed_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, classes: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy against targets with `smoothing` of their mass spread evenly over `classes`.
+
+    Not over every output: a version that keeps the ImageNet rows of its parent has 1,000 outputs
+    no training image belongs to, and smoothing onto them would teach it to expect them.
+    `targets` are class indices or (batch, outputs) probabilities (MixUp/CutMix).
+    """
+    log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
+    if targets.dim() == 1:
+        targets = torch.nn.functional.one_hot(targets, logits.shape[-1]).to(log_probs.dtype)
+    uniform = torch.zeros_like(log_probs[0]).index_fill_(0, classes, 1.0 / len(classes))
+    soft = (1 - smoothing) * targets + smoothing * uniform
+    return -(soft * log_probs).sum(-1).mean()
 
 
 def _freeze_batchnorm(model: torch.nn.Module) -> None:
@@ -268,13 +309,16 @@ def _train_epoch(run: _Run, loader, epoch: int) -> tuple[float, int]:
     batches = images = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not run.progress or not accelerator.is_main_process)
     for pixel_values, labels in bar:
+        pixel_values, targets = run.mixer(pixel_values, labels)
         logits = model(pixel_values=_channels_last(pixel_values)).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        loss = smoothed_cross_entropy(logits.float(), targets, run.config.label_smoothing, run.trained_classes)
         accelerator.backward(loss)
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
         run.step += 1
+        if run.ema is not None:
+            run.ema.update(accelerator.unwrap_model(model), step=run.step)
         loss_sum += loss.detach()
         batches += 1
         images += labels.shape[0]
@@ -373,9 +417,10 @@ def train_full(
     set_seed(config.seed)
     # The caller's model stays as it was: it may be the one serving predictions right now.
     model = copy.deepcopy(model).to(memory_format=torch.channels_last).requires_grad_(True)
-    train_set = ImageDataset(train, preprocess, min_side=min_side, augment=config.augment)
+    augmentation = PhotoAugmentation(config.auto_augment) if config.augment else None
+    train_set = ImageDataset(train, preprocess, min_side=min_side, augmentation=augmentation)
     train_loader = _loader(train_set, config, train=True)
-    eval_loader = _loader(ImageDataset(evaluation, preprocess, min_side=min_side, augment=False), config, train=False)
+    eval_loader = _loader(ImageDataset(evaluation, preprocess, min_side=min_side, augmentation=None), config, train=False)
     optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
     total = _total_steps(config, len(train_loader), accelerator.num_processes)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(total * config.warmup_ratio), total)
@@ -385,7 +430,10 @@ def train_full(
     if log_with is not None:
         # Trackers such as TensorBoard reject None values in their hyperparameters.
         accelerator.init_trackers("classifr", config={k: v for k, v in asdict(config).items() if v is not None})
-    run = _Run(accelerator, model, optimizer, scheduler, config, should_stop, progress)
+    mixer = BatchMixer(num_classes=num_outputs, mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha)
+    trained_classes = torch.tensor(sorted({label for _, label in train}), device=accelerator.device)
+    ema = _moving_average(accelerator.unwrap_model(model), config)
+    run = _Run(accelerator, model, optimizer, scheduler, config, should_stop, progress, mixer, trained_classes, ema)
     history, best, stop_reason = _fit(run, train_loader, eval_loader, on_epoch, log_with)
     if log_with is not None:
         # What accelerator.end_training() does, minus destroying the process group: train_full is
@@ -396,25 +444,40 @@ def train_full(
 
 
 def _fit(run: _Run, train_loader, eval_loader, on_epoch, log_with) -> tuple[list[dict], dict, str]:
-    """Epochs until done, out of patience, out of steps or cancelled; `best` holds the best epoch's weights."""
+    """Epochs until done, out of patience, out of steps or cancelled; `best` holds the best epoch's weights.
+
+    Each epoch's record carries what it cost (training/resources.py): images/s, peak memory, CPU, GPU.
+    """
+    meter = ResourceMeter(device=run.accelerator.device)
+    try:
+        return _epochs(run, train_loader, eval_loader, on_epoch, log_with, meter)
+    finally:
+        meter.close()
+
+
+def _epochs(run: _Run, train_loader, eval_loader, on_epoch, log_with, meter: ResourceMeter) -> tuple[list[dict], dict, str]:
     history: list[dict] = []
     best: dict[str, Any] = {"epoch": 0, "accuracy": None, "state": None}
     for epoch in range(1, run.config.epochs + 1):
         epoch_started = time.perf_counter()
+        meter.start()
         loss, images = _train_epoch(run, train_loader, epoch)
+        resources = meter.stop(images)
         train_seconds = time.perf_counter() - epoch_started
         if run.cancelled:
             # Cancelling means "stop now": no evaluation of the half-trained epoch.
             logger.info("training cancelled at step %d (epoch %d); keeping epoch %d", run.step, epoch, best["epoch"])
             return history, best, "cancelled"
-        accuracy = evaluate(run.accelerator, run.model, eval_loader)
+        evaluated = run.ema.module if run.ema is not None else run.model
+        accuracy = evaluate(run.accelerator, evaluated, eval_loader)
         record = _epoch_record(run, epoch, loss, accuracy, images, train_seconds, time.perf_counter() - epoch_started)
+        record.update(resources)
         history.append(record)
         _log_epoch(run, record, log_with)
         if on_epoch is not None:
             on_epoch(record)
         if best["accuracy"] is None or accuracy > best["accuracy"]:
-            best = {"epoch": epoch, "accuracy": accuracy, "state": _cpu_state(run.accelerator, run.model)}
+            best = {"epoch": epoch, "accuracy": accuracy, "state": _cpu_state(run.accelerator, evaluated)}
         if run.out_of_steps:
             return history, best, "max_steps"
         if epoch - best["epoch"] >= run.config.patience and epoch < run.config.epochs:

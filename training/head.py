@@ -113,7 +113,8 @@ def _imprinted(
         mean = members.mean(0)
         rows.append(mean / mean.norm().clamp_min(1e-8) * norm)
     new_bias = parent_bias.new_full((num_new,), float(parent_bias.mean()))
-    return torch.cat([parent_weight, torch.stack(rows)]), torch.cat([parent_bias, new_bias])
+    new_rows = torch.stack(rows) if rows else parent_weight[:0]  # retraining known labels only: nothing added
+    return torch.cat([parent_weight, new_rows]), torch.cat([parent_bias, new_bias])
 
 
 def _tensors(features: np.ndarray, targets: np.ndarray, num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:

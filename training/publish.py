@@ -88,6 +88,9 @@ class VersionFiles:
     # ORT quantizes only MatMul/Gemm dynamically (its ConvInteger ran 10x slower than float32 here), so
     # for a CNN only the head shrinks; measured on v1: 3.8 of 18.6 MB saved, 0.8 point lost. Opt-in.
     onnx_int8: bool = False
+    # Per epoch of the full strategy (or one record of the head strategy's embedding pass): loss,
+    # accuracy and the resources watched while training (training.resources, docs/retraining.md).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.eval_images) != len(self.eval_labels):
@@ -132,6 +135,7 @@ class VersionFiles:
             "datasets": dict(self.datasets),
             "parent": self.parent,
             "reference_scores": list(self.reference_scores),
+            "history": [dict(record) for record in self.history],
         }
 
     def card(self, *, onnx: str = "not exported") -> ModelCard:

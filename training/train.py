@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -29,22 +30,45 @@ import numpy as np
 import torch
 
 from classifr.core.config import Settings
-from classifr.data.dataset import ProjectDataset
 from classifr.core.errors import ClassifrError
 from classifr.core.images import ImageLimits
 from classifr.core.labels import LabelSet
 from classifr.core.storage import StorageError, append_whole
+from classifr.data.dataset import ProjectDataset
+from classifr.inference.backbones import (
+    OFFLINE_BACKBONES,
+    backbone_folder,
+    load_backbone,
+)
 from classifr.inference.classifier import Classifier, configure_runtime
 from classifr.inference.version_check import VersionCheckError, check_promotable
+from classifr.versions.folder import architecture
 from classifr.versions.registry import ModelRegistry
 from training import head as head_training
 from training.anchors import look_alikes, traffic_anchors
 from training.data import TrainingData, collect, external_dataset
-from training.embeddings import EmbeddingCache, backbone_fingerprint, classifier_head, embed_files
+from training.embeddings import (
+    EmbeddingCache,
+    backbone_fingerprint,
+    classifier_head,
+    embed_files,
+)
 from training.evaluation import top1, top1_scored_and_among
 from training.gate import GateResult, check_gate
-from training.metrics import classification_metrics, compare_with_parent, save_confusion_png
+from training.metrics import (
+    classification_metrics,
+    compare_with_parent,
+    save_confusion_png,
+)
+from training.processes import (
+    is_main_process,
+    one_at_a_time,
+    process_state,
+    process_tag,
+    threads_per_process,
+)
 from training.publish import VersionFiles, publish
+from training.resources import ResourceMeter
 from training.tracking import RunTracker, tracking_folder
 from training.versions import plan_labels, with_head
 
@@ -64,16 +88,20 @@ class TrainOptions:
     l2: float = head_training.DEFAULT_L2
     anchor_weight: float = head_training.DEFAULT_ANCHOR_WEIGHT
     epochs: int = 10
+    batch_size: int = 32  # full strategy: images per optimizer step, over all processes together
     seed: int = 0
     progress: bool = True
     traffic_anchors: bool = True  # use recent predictions from the log as anchors (head strategy, added labels)
     onnx_int8: bool = False  # also keep an int8 ONNX graph when it loses at most 0.5 point on the eval split
+    backbone: str | None = None  # an embedded ImageNet backbone to start from instead of the parent's weights
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ClassifrError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.promote not in PROMOTE_CHOICES:
             raise ClassifrError(f"promote must be one of {', '.join(PROMOTE_CHOICES)}, got {self.promote!r}")
+        if self.backbone is not None and self.backbone not in OFFLINE_BACKBONES:
+            raise ClassifrError(f"backbone must be one of {', '.join(OFFLINE_BACKBONES)}, got {self.backbone!r}")
         if not self.l2 >= 0 or not self.anchor_weight >= 0:
             raise ClassifrError(f"l2 and anchor weight must be >= 0, got {self.l2!r} and {self.anchor_weight!r}")
 
@@ -107,6 +135,8 @@ class _Trained:
     scores: list[float]  # top-1 probability on each eval image: the reference for drift monitoring
     # The best label among the parent's labels only, per eval image: forgetting is measured on it.
     restricted_predictions: list[str] | None = None
+    # Per epoch (full) or the embedding pass (head): loss, accuracy, resources; into metrics.json.
+    history: list[dict] = field(default_factory=list)
 
 
 def run(
@@ -115,8 +145,13 @@ def run(
     *,
     registry: ModelRegistry | None = None,
     on_progress: Callable[[str, float], None] | None = None,
-) -> TrainOutcome:
-    """One training run, published as a new version; see the module docstring."""
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainOutcome | None:
+    """One training run, published as a new version; see the module docstring.
+
+    Under `accelerate launch` every process loads the data and trains its share; only the main
+    process goes on to evaluate, publish and promote: the others get None (docs/training-gpu.md).
+    """
     from classifr.app.project import default_version_for, open_registry
 
     report = on_progress or (lambda _stage, _fraction: None)
@@ -124,19 +159,26 @@ def run(
     clock = _clock(timings)
     registry = registry or open_registry(settings, default_version=default_version_for(settings))
     parent_version = registry.resolve(options.parent)
-    parent_dir = registry.local_path(parent_version)
-    with clock("load"):
-        parent = Classifier.load(parent_dir, version=parent_version)
+    with clock("load"), one_at_a_time():
+        parent, start, start_dir = _load_models(registry, parent_version, options, settings)
         datasets = [("project", ProjectDataset(settings.dataset_dir))]
-        datasets += [(source, external_dataset(source, settings.cache_dir, known=list(parent.labels))) for source in options.datasets]
+        datasets += [(source, external_dataset(source, settings.cache_dir, known=list(start.labels))) for source in options.datasets]
         data = collect(datasets)
-        labels, added = plan_labels(parent.labels, data.labels, new_head=options.new_head)
+        labels, added = plan_labels(start.labels, data.labels, new_head=options.new_head)
     logger.info("training %s from %s: %d labels, new: %s", options.strategy, parent_version, len(labels), added)
     report("training", 0.1)
     run_name = f"{options.strategy}-from-{parent_version}"
     with RunTracker.start(folder=tracking_folder(settings), run_name=run_name, config=asdict(options)) as tracker:
         with clock("train"):
-            trained = _train(parent, data, labels, added, options, settings, report, tracker, registry)
+            trained = _train(start, parent, data, labels, added, options, settings, report, tracker, registry,
+                             on_epoch=on_epoch)
+        if options.strategy == "head":  # its one record (the embedding pass); full reports each epoch as it ends
+            for record in trained.history:
+                tracker.log(record)
+                if on_epoch is not None:
+                    on_epoch(record)
+        if not is_main_process():
+            return None
         references = [s.label for s in data.test]
         if not references:
             raise ClassifrError("no image is held out for testing yet: add more images to each label")
@@ -154,15 +196,16 @@ def run(
         with clock("publish"), tempfile.TemporaryDirectory() as tmp:
             png = save_confusion_png(metrics, Path(tmp) / "confusion.png", title=f"{options.strategy} from {parent_version}")
             files = VersionFiles(
-                model=trained.model, processor_source=parent_dir, labels=labels, labels_added=added, parent=parent_version,
+                model=trained.model, processor_source=start_dir, labels=labels, labels_added=added, parent=parent_version,
                 strategy=options.strategy, hyperparameters=trained.hyperparameters, metrics=metrics.to_json(),
                 comparison={**comparison.to_json(), "parent_accuracy": _accuracy(references, trained.parent_predictions)},
                 gate=gate.to_json(), datasets=data.sources, train_counts=data.counts()["train"], confusion_png=png,
-                held_out=data.held_out_report(),
+                held_out=data.held_out_report(), history=trained.history,
                 reference_scores=[round(score, 5) for score in trained.scores],
                 eval_images=[s.path for s in data.test], eval_labels=references, onnx_int8=options.onnx_int8,
             )
-            info = publish(registry, files, metadata=_metadata(options, data, added, metrics, gate))
+            info = publish(registry, files, metadata={**_metadata(options, data, added, metrics, gate),
+                                                      **_start_metadata(start, options)})
         promoted = options.promote == "always" or (options.promote == "auto" and gate.passed)
         refusals: list[str] = []
         if promoted:
@@ -178,6 +221,29 @@ def run(
     return outcome
 
 
+def _load_models(registry: ModelRegistry, parent_version: str, options: TrainOptions,
+                 settings: Settings) -> tuple[Classifier, Classifier, Path]:
+    """(parent, start, start folder): the version the candidate is compared with, the model training
+    starts from, and the folder whose processor config the new version keeps.
+
+    They are the same model unless another backbone is asked for (`--backbone`): training then starts
+    from that embedded ImageNet backbone, with its own preprocessing, and the parent stays what the
+    candidate is compared with and what the gate judges.
+    """
+    parent_dir = registry.local_path(parent_version)
+    parent = Classifier.load(parent_dir, version=parent_version)
+    if options.backbone is None:
+        return parent, parent, parent_dir
+    start = load_backbone(options.backbone, settings.cache_dir)
+    logger.info("starting from the %s backbone; compared with %s", options.backbone, parent_version)
+    return parent, start, backbone_folder(options.backbone, settings.cache_dir)
+
+
+def _start_metadata(start: Classifier, options: TrainOptions) -> dict[str, Any]:
+    """What the new version is built on: its architecture, and the embedded backbone when one was asked for."""
+    return {"architecture": architecture(start.model.config.to_dict()), "backbone": options.backbone}
+
+
 def _promote_checked(registry: ModelRegistry, version: str, settings: Settings) -> tuple[bool, list[str]]:
     """Promote `version` if it passes the app's promotion checks; else keep it a candidate, saying why."""
     try:
@@ -189,57 +255,70 @@ def _promote_checked(registry: ModelRegistry, version: str, settings: Settings) 
     return True, []
 
 
-def _train(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-           settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
-           registry: ModelRegistry) -> _Trained:
+def _train(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
+           options: TrainOptions, settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
+           registry: ModelRegistry, *, on_epoch: Callable[[dict], None] | None = None) -> _Trained:
     if options.strategy == "full":
-        return _train_full(parent, data, labels, added, options, tracker)
-    return _train_head(parent, data, labels, added, options, settings, report, registry)
+        return _train_full(start, parent, data, labels, added, options, settings, report, tracker, registry,
+                           on_epoch=on_epoch)
+    return _train_head(start, parent, data, labels, added, options, settings, report, registry)
 
 
-def _train_head(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-                settings: Settings, report: Callable[[str, float], None], registry: ModelRegistry) -> _Trained:
+def _train_head(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
+                options: TrainOptions, settings: Settings, report: Callable[[str, float], None],
+                registry: ModelRegistry) -> _Trained:
+    """Fit the head on `start`'s frozen features; the parent's own answers on the held-out images are
+    what the candidate is compared with."""
     limits = ImageLimits(
         max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
         max_decoded_bytes=settings.max_decoded_bytes,
     )
-    cache = EmbeddingCache(settings.cache_dir / "embeddings", backbone_fingerprint(parent))
+    cache = EmbeddingCache(settings.cache_dir / "embeddings", backbone_fingerprint(start))
     samples = list(data.train) + list(data.test)
-    features = embed_files(
-        parent, {s.sha256: s.path for s in samples}, cache, limits=limits, progress=options.progress,
-        on_batch=lambda done, total: report("embedding", 0.1 + 0.6 * done / max(total, 1)),
-    )
+    with ResourceMeter() as meter:  # images/s is high when most features come from the cache
+        meter.start()
+        features = embed_files(
+            start, {s.sha256: s.path for s in samples}, cache, limits=limits, progress=options.progress,
+            on_batch=lambda done, total: report("embedding", 0.1 + 0.6 * done / max(total, 1)),
+        )
+        embedding = {"stage": "embedding", **meter.stop(len(samples))}
     train_x, test_x = features[: len(data.train)], features[len(data.train) :]
     train_y = np.array([labels.id_of(s.label) for s in data.train])
     warnings: list[str] = []
-    parent_head = classifier_head(parent.model)
+    start_head = classifier_head(start.model)
     if options.new_head:
         weights = head_training.train_new_head(train_x, train_y, len(labels), l2=options.l2)
     else:
-        anchors, anchor_counts = _anchors(train_x, data, added, parent.version, settings, registry, options)
+        # Served traffic was logged with the parent's features: of no use to another backbone.
+        anchors, anchor_counts = _anchors(train_x, data, added, parent.version, settings, registry,
+                                          served_traffic=options.traffic_anchors and start is parent)
         if added and len(anchors) < head_training.MIN_ANCHORS:
             warnings.append(
                 f"only {len(anchors)} anchor images (not of a new label); with fewer than "
                 f"{head_training.MIN_ANCHORS} the new labels may take over other images: add or import more"
             )
         weights = head_training.train_extended_head(
-            train_x, train_y, parent_head.weight.detach(), parent_head.bias.detach(), len(added), anchors,
+            train_x, train_y, start_head.weight.detach(), start_head.bias.detach(), len(added), anchors,
             l2=options.l2, anchor_weight=options.anchor_weight,
         )
-    model = with_head(parent.model, labels, weights.weight, weights.bias)
+    model = with_head(start.model, labels, weights.weight, weights.bias)
     test = torch.from_numpy(test_x)
     logits = test @ weights.weight.T + weights.bias
     best = logits.softmax(-1).max(-1)
     predictions = best.indices.tolist()
-    parent_predictions = parent_head(test).argmax(-1).tolist()
+    if start is parent:  # the parent's head on the features already computed
+        parent_predictions = [parent.labels.names[i] for i in start_head(test).argmax(-1).tolist()]
+    else:
+        parent_predictions = top1(parent, [s.path for s in data.test])
     return _Trained(
         model=model,
         predictions=[labels.names[i] for i in predictions],
-        parent_predictions=[parent.labels.names[i] for i in parent_predictions],
+        parent_predictions=parent_predictions,
         hyperparameters={"l2": options.l2, "anchor_weight": options.anchor_weight, "new_head": options.new_head,
-                         "optimizer": "L-BFGS", "iterations": weights.iterations,
+                         "backbone": options.backbone, "optimizer": "L-BFGS", "iterations": weights.iterations,
                          **({} if options.new_head else anchor_counts)},
         warnings=warnings,
+        history=[embedding],
         scores=best.values.tolist(),
         restricted_predictions=_best_among(logits, labels, parent.labels.names),
     )
@@ -256,14 +335,14 @@ def _best_among(logits: torch.Tensor, labels: LabelSet, allowed: Sequence[str]) 
 
 
 def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_version: str, settings: Settings,
-             registry: ModelRegistry, options: TrainOptions) -> tuple[np.ndarray, dict[str, int]]:
+             registry: ModelRegistry, *, served_traffic: bool) -> tuple[np.ndarray, dict[str, int]]:
     """Images that are not of a new label: the project's own, plus recent traffic from the prediction log."""
     new = {name.casefold() for name in added}
     labels = [s.label.casefold() for s in data.train]
     project = train_x[[label not in new for label in labels]]
     traffic = np.zeros((0, train_x.shape[1]), np.float32)
     look_alike = 0
-    if added and options.traffic_anchors:
+    if added and served_traffic:
         found = traffic_anchors(settings, registry, parent_version, exclude_labels=added,
                                 exclude_sha256={s.sha256 for s in (*data.train, *data.test)})
         if len(found) and found.shape[1] == train_x.shape[1]:
@@ -276,37 +355,64 @@ def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_v
     return np.concatenate([project, traffic]) if len(traffic) else project, counts
 
 
-def _train_full(parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str], options: TrainOptions,
-                tracker: RunTracker) -> _Trained:
+def _train_full(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
+                options: TrainOptions, settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
+                registry: ModelRegistry, *, on_epoch: Callable[[dict], None] | None = None) -> _Trained:
+    """Linear probe, then fine-tune: the head strategy's solution is where the whole network starts.
+
+    A head fitted on frozen features first means the backbone is never pulled about by a random (or
+    zero-row) head in the first steps (docs/retraining.md, "The full strategy").
+    """
+    from accelerate import PartialState
+
     from training.full import FullConfig, train_full
 
-    head = classifier_head(parent.model)
-    # Start from the head strategy's layout: parent rows kept (or a fresh head), new rows at zero.
-    start = LabelSet(labels.names)
-    weight = torch.zeros(len(start), head.in_features)
-    bias = torch.zeros(len(start))
-    if not options.new_head:
-        weight[: len(parent.labels)] = head.weight.detach()
-        bias[: len(parent.labels)] = head.bias.detach()
-    model = with_head(parent.model, start, weight, bias)
-    config = FullConfig(epochs=options.epochs, seed=options.seed)
+    state = PartialState()
+    with state.main_process_first():  # the main process fills the embedding cache; the others then read it
+        probe = _train_head(start, parent, data, labels, added, options, settings, report, registry)
+    probe_accuracy = _accuracy([s.label for s in data.test], probe.predictions)
+    logger.info("linear probe: %.4f held-out accuracy; fine-tuning the whole network", probe_accuracy)
+    config = FullConfig(epochs=options.epochs, batch_size=_per_process_batch(options.batch_size, state.num_processes),
+                        seed=options.seed)
+    epochs = options.epochs
+    for record in probe.history:  # the probe's embedding pass, before the epochs
+        tracker.log(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    def epoch_ended(record: dict) -> None:
+        tracker.log(record, step=record["steps"])  # learning curves and resources, per epoch
+        report("fine-tuning", 0.7 + 0.2 * record["epoch"] / epochs)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    report("fine-tuning", 0.7)
     result = train_full(
-        model, parent.preprocess, [(s.path, labels.id_of(s.label)) for s in data.train],
-        [(s.path, labels.id_of(s.label)) for s in data.test], config=config, min_side=parent.min_side,
-        progress=options.progress,
-        on_epoch=lambda record: tracker.log(record, step=record["steps"]),  # learning curves, per epoch
+        probe.model, start.preprocess, [(s.path, labels.id_of(s.label)) for s in data.train],
+        [(s.path, labels.id_of(s.label)) for s in data.test], config=config, min_side=start.min_side,
+        progress=options.progress, on_epoch=epoch_ended,
     )
-    trained = Classifier(result.model, parent.preprocess, version="candidate")
+    trained = Classifier(result.model, start.preprocess, version="candidate")
     best, among = top1_scored_and_among(trained, [s.path for s in data.test], parent.labels.names)
     return _Trained(
         model=result.model,
         predictions=[p.label for p in best],
         scores=[p.score for p in best],
         restricted_predictions=among,
-        parent_predictions=top1(parent, [s.path for s in data.test]),
-        hyperparameters={**asdict(config), "best_epoch": result.best_epoch},
-        warnings=[],
+        parent_predictions=probe.parent_predictions,
+        hyperparameters={**asdict(config), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
+                         "linear_probe": {**probe.hyperparameters, "accuracy": probe_accuracy},
+                         **result.extra},
+        warnings=probe.warnings,
+        history=[*probe.history, *result.history],
     )
+
+
+def _per_process_batch(batch_size: int, num_processes: int) -> int:
+    """The global batch split between the processes; it must split evenly."""
+    if batch_size < num_processes or batch_size % num_processes:
+        raise ClassifrError(f"--batch-size {batch_size} does not split evenly between {num_processes} processes")
+    return batch_size // num_processes
 
 
 def _accuracy(references: Sequence[str], predictions: Sequence[str]) -> float:
@@ -352,11 +458,43 @@ def _progress_writer(path: Path | None) -> Callable[[str, float], None] | None:
     return write
 
 
+def _epoch_writer(path: Path | None) -> Callable[[dict], None] | None:
+    """Appends `{"epoch_record": {...}}` lines beside the progress (the Train tab's epoch table)."""
+    if path is None:
+        return None
+
+    def write(record: dict) -> None:
+        line = json.dumps({"epoch_record": _plain_record(record)}) + "\n"
+        try:  # whole lines only (docs/storage.md); a throwaway file, so no fsync
+            append_whole(path, line.encode(), what="the training progress", durable=False)
+        except StorageError as err:
+            logger.warning("%s", err)
+
+    return write
+
+
+def _plain_record(record: dict) -> dict:
+    """Values JSON holds: non-finite numbers as null, anything else (a tensor) as its text; never an error."""
+    plain: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        elif not (value is None or isinstance(value, (str, int, float, bool))):
+            value = str(value)
+        plain[str(key)] = value
+    return plain
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="classifr train", description="Train a new model version.")
-    parser.add_argument("--parent", default="production", help="version or alias to start from (default production)")
+    parser.add_argument("--parent", default="production",
+                        help="version or alias to start from and compare with (default production)")
+    parser.add_argument("--backbone", metavar="NAME",
+                        help=f"start from this embedded ImageNet backbone instead of the parent's weights "
+                             f"({', '.join(OFFLINE_BACKBONES)}); the parent is still what the candidate is compared with")
     parser.add_argument("--strategy", choices=STRATEGIES, default="head",
-                        help="head: frozen backbone, cached features (CPU, seconds); full: fine-tune everything (GPU)")
+                        help="head: frozen backbone, cached features (CPU, seconds); full: the head, then the whole "
+                             "network but its lowest layers (minutes an epoch on a CPU; GPUs with accelerate launch)")
     parser.add_argument("--new-head", action="store_true", help="only the labels in the data, on a fresh head")
     parser.add_argument("--dataset", action="append", default=[], metavar="SOURCE",
                         help="also train on this imagefolder, Parquet or Hub dataset (repeatable)")
@@ -366,6 +504,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--anchor-weight", type=float, default=head_training.DEFAULT_ANCHOR_WEIGHT,
                         help="head strategy: weight of keeping the parent's answers on anchor images")
     parser.add_argument("--epochs", type=int, default=10, help="full strategy: epochs (early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="full strategy: images per optimizer step over all processes (split between them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--onnx-int8", action="store_true",
                         help="also export a dynamically quantized int8 ONNX graph, kept if within 0.5 point of float32")
@@ -381,23 +521,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    processes = process_state()
+    # The other processes of an `accelerate launch` run log only errors: the main process speaks for the run.
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level if processes.is_main_process else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _train_and_report(args, processes)
+    finally:
+        # Once, at the very end: train_full leaves the process group up for what follows it.
+        processes.destroy_process_group()
+
+
+def _train_and_report(args: argparse.Namespace, processes) -> int:
+    """Train; the main process prints the outcome, the others wait for it to have published."""
+    from classifr.app.project import default_version_for, open_registry
+
     try:
         settings = Settings.from_env()
-        configure_runtime(settings.num_threads)
+        configure_runtime(threads_per_process(settings.num_threads))
         torch.manual_seed(args.seed)
         options = TrainOptions(
             parent=args.parent, strategy=args.strategy, new_head=args.new_head, datasets=tuple(args.dataset),
-            promote=args.promote, l2=args.l2, anchor_weight=args.anchor_weight, epochs=args.epochs, seed=args.seed,
+            promote=args.promote, l2=args.l2, anchor_weight=args.anchor_weight, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
             progress=not args.quiet, traffic_anchors=not args.no_traffic_anchors, onnx_int8=args.onnx_int8,
+            backbone=args.backbone,
         )
-        outcome = run(settings, options, on_progress=_progress_writer(args.progress_file))
+        _check_processes(options, processes.num_processes)
+        with one_at_a_time():  # the first bootstraps an empty registry, the others find it
+            registry = open_registry(settings, default_version=default_version_for(settings))
+        progress = _progress_writer(args.progress_file) if processes.is_main_process else None
+        epochs = _epoch_writer(args.progress_file) if processes.is_main_process else None
+        outcome = run(settings, options, registry=registry, on_progress=progress, on_epoch=epochs)
     except ClassifrError as err:
-        print(f"classifr: error: {err}", file=sys.stderr)
+        # Exiting non-zero makes the launcher stop the other processes (docs/training-gpu.md).
+        print(f"classifr: error{process_tag(processes)}: {err}", file=sys.stderr)
         return 1
+    if outcome is not None:
+        _print_outcome(outcome, json_output=args.json)
+    processes.wait_for_everyone()  # the other processes wait here until the main one has published
+    return 0
+
+
+def _print_outcome(outcome: TrainOutcome, *, json_output: bool) -> None:
     for warning in outcome.warnings:
         print(f"classifr: warning: {warning}", file=sys.stderr)
-    if args.json:
+    if json_output:
         print(json.dumps(outcome.to_json(), indent=2))
     else:
         state = "promoted to production" if outcome.promoted else "candidate (not promoted)"
@@ -409,7 +578,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gate: {'passed' if outcome.gate['passed'] else 'not passed'}")
         for line in outcome.gate["summary"]:
             print(f"  {line}")
-    return 0
+
+
+# --- several processes: docs/training-gpu.md ---------------------------------------------------------
+
+
+def _check_processes(options: TrainOptions, num_processes: int) -> None:
+    """Refuse what several processes cannot share before anything loads: only the full strategy is
+    split between them, each taking an equal part of every batch."""
+    if num_processes > 1 and options.strategy != "full":
+        raise ClassifrError(
+            f"the {options.strategy} strategy runs in one process: start it without accelerate launch "
+            f"(got {num_processes} processes)"
+        )
+    if options.strategy == "full":
+        _per_process_batch(options.batch_size, num_processes)
 
 
 if __name__ == "__main__":

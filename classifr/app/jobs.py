@@ -3,7 +3,9 @@
 The run is `python -m training.train` (the same script as `classifr train`), so training never
 blocks a request handler or competes with serving for the GIL, cancelling is terminating a
 process, and `classifr` keeps not importing `training`. Progress comes back through a JSON-lines
-file the script appends to (`--progress-file`); the outcome is the script's `--json` output.
+file the script appends to (`--progress-file`): `{"stage", "fraction"}` lines and, per epoch of
+the full strategy, `{"epoch_record": {...}}` lines (loss, accuracy and the resources watched while
+training, docs/retraining.md); the outcome is the script's `--json` output.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class JobState:
     arguments: list[str] = field(default_factory=list)
     outcome: dict[str, Any] | None = None  # the script's JSON on success
     error: str | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # the run's epoch records, oldest first
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +89,7 @@ class TrainingJobs:
         with self._lock:
             state = JobState(**asdict(self._state))
         if state.status == "running":
-            state.stage, state.fraction = self._progress(state.stage, state.fraction)
+            state.stage, state.fraction, state.epochs = self._progress(state.stage, state.fraction, state.epochs)
         return state
 
     def wait(self, timeout: float) -> JobState:
@@ -96,18 +99,30 @@ class TrainingJobs:
             time.sleep(0.2)
         return self.state()
 
-    def _progress(self, stage: str, fraction: float) -> tuple[str, float]:
+    def _progress(
+        self, stage: str, fraction: float, epochs: list[dict[str, Any]]
+    ) -> tuple[str, float, list[dict[str, Any]]]:
+        """(stage, fraction, epoch records) from the progress file; those given when it cannot be read."""
         try:
             lines = self._progress_file.read_text().splitlines() if self._progress_file else []
         except OSError:
-            return stage, fraction
-        for line in reversed(lines):
+            return stage, fraction, epochs
+        found: list[dict[str, Any]] = []
+        for line in lines:
             try:
-                last = json.loads(line)
-                return last["stage"], float(last["fraction"])
-            except (ValueError, KeyError):
+                entry = json.loads(line)
+            except ValueError:
                 continue  # a line still being written
-        return stage, fraction
+            if not isinstance(entry, dict):
+                continue
+            if isinstance(entry.get("epoch_record"), dict):
+                found.append(entry["epoch_record"])
+                continue
+            try:
+                stage, fraction = str(entry["stage"]), float(entry["fraction"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return stage, fraction, found
 
     def _wait(self, process: subprocess.Popen) -> None:
         stdout, stderr = process.communicate()
@@ -118,9 +133,11 @@ class TrainingJobs:
                 logger.warning("after the training run: %s", err)
             except Exception:  # noqa: BLE001 - a thread of its own: log it; the run still reads as done
                 logger.exception("after the training run")
+        epochs = self._progress("", 0.0, [])[2]  # the last epochs, kept for the table after the run
         with self._lock:
             state = self._state
             state.finished_at = time.time()
+            state.epochs = epochs
             if state.status == "cancelled":
                 return
             if process.returncode == 0:

@@ -125,6 +125,11 @@ def _mapped_in_order(source: dict, target: dict, backbone: OfflineBackbone) -> d
     return mapped
 
 
+def backbone_folder(name: str, cache_dir: Path) -> Path:
+    """Where `load_backbone` keeps the checkpoint of the offline backbone `name` (its processor config too)."""
+    return Path(cache_dir) / "backbones" / name
+
+
 def load_backbone(name: str, cache_dir: Path) -> Classifier:
     """A ready Classifier for `name`: an offline backbone (built once into `cache_dir/backbones/<name>`,
     then reloaded like any checkpoint) or a Hub id / local checkpoint folder (loaded with the Auto classes)."""
@@ -132,7 +137,7 @@ def load_backbone(name: str, cache_dir: Path) -> Classifier:
 
     if name not in OFFLINE_BACKBONES:
         return Classifier.load(name, version=name)
-    folder = Path(cache_dir) / "backbones" / name
+    folder = backbone_folder(name, cache_dir)
     if not (folder / "config.json").is_file():
         building = folder.with_name(f".{name}.{os.getpid()}.tmp")
         shutil.rmtree(building, ignore_errors=True)

@@ -8,6 +8,9 @@ A promotion by another process reaches the app through the service's production 
 The run's live status and the outcome of the maintainer's last action are two separate lines: the
 poll rewrites the first only, so "Production is now v2" stays until the maintainer acts again, and
 an error stays on screen until closed (docs/features.md, "Train tab").
+
+While a run goes on, its epochs (loss, accuracy and the resources watched while training,
+docs/retraining.md) fill a table, and the status line ends with the latest one's summary.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from classifr.app.service import ClassifrService
 from classifr.core.text import escape_markdown
 from classifr.ui.errors import shows_errors
 from classifr.ui.requests import client_of
+from classifr.versions.card_markdown import format_megabytes, history_table
+from classifr.versions.overview import is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +76,8 @@ def describe_job(state: JobState) -> str:
     if state.status == "idle":
         return "No training run yet."
     if state.status == "running":
-        return f"**Training…** {escape_markdown(state.stage)} ({state.fraction:.0%})"
+        summary = epoch_summary(state.epochs)
+        return f"**Training…** {escape_markdown(state.stage)} ({state.fraction:.0%})" + (f" · {summary}" if summary else "")
     if state.status == "succeeded" and state.outcome:
         o = state.outcome
         added = ", ".join(escape_markdown(x) for x in o["labels_added"]) or "none"
@@ -85,6 +91,35 @@ def describe_job(state: JobState) -> str:
     if state.status == "cancelled":
         return "Training was cancelled."
     return f"**Training failed:** {escape_markdown(state.error or 'unknown error')}"
+
+
+def epoch_summary(epochs: list[dict[str, Any]]) -> str:
+    """The latest epoch in one line: "epoch 3 · 24 images/s · 1.9 GB · CPU 96%" (parts without a value left out)."""
+    if not epochs or not isinstance(epochs[-1], dict):
+        return ""
+    last = epochs[-1]
+    parts = []
+    if is_finite_number(last.get("epoch")):
+        parts.append(f"epoch {last['epoch']:g}")
+    if is_finite_number(last.get("images_per_second")):
+        parts.append(f"{last['images_per_second']:.0f} images/s")
+    if is_finite_number(last.get("peak_memory_mb")):
+        parts.append(format_megabytes(last["peak_memory_mb"]))
+    if is_finite_number(last.get("cpu_percent")):
+        parts.append(f"CPU {last['cpu_percent']:.0f}%")
+    if is_finite_number(last.get("gpu_percent")):
+        parts.append(f"GPU {last['gpu_percent']:.0f}%")
+    return " · ".join(parts)
+
+
+def epoch_table(epochs: list[dict[str, Any]]) -> dict:
+    """The current (or last) run's epochs for a Dataframe: only the columns that have values."""
+    headers, rows = history_table(epochs)
+    return {"headers": headers or ["epoch"], "data": rows}
+
+
+def _epochs_view(state: JobState) -> dict:
+    return gr.update(value=epoch_table(state.epochs), visible=bool(state.epochs))
 
 
 # --- the comparison: which versions, and their measurements ------------------------------------
@@ -268,6 +303,7 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks, tab: gr.Tab | Non
         start = gr.Button("Train a new version", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel the run", elem_id="train-cancel")
     status = gr.Markdown(elem_id="train-status")
+    epochs = gr.Dataframe(label="Epochs of this run", interactive=False, visible=False, elem_id="train-epochs")
     outcome = gr.Markdown(elem_id="train-outcome")
     table = gr.Dataframe(label="Compared on held-out photos", interactive=False, wrap=True, elem_id="train-comparison")
     notes = gr.Markdown(elem_id="train-notes")
@@ -323,7 +359,7 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks, tab: gr.Tab | Non
         state = service.training_status()
         running = state.status == "running"
         lists = (gr.skip(), gr.skip(), gr.skip()) if running else versions_and_notes(current)
-        return describe_job(state), comparison_table(service), *lists, gr.Timer(active=running)
+        return describe_job(state), comparison_table(service), *lists, _epochs_view(state), gr.Timer(active=running)
 
     def poll_if_running():
         return gr.Timer(active=service.training_status().status == "running")
@@ -347,9 +383,9 @@ def build_train_tab(service: ClassifrService, demo: gr.Blocks, tab: gr.Tab | Non
     # Everyone may watch: the Refresh button is the public `training_status` API (a Timer's tick
     # event does not answer gradio_client calls).
     refresh.click(watch, outputs=[status, table], api_name="training_status").then(versions_and_notes, **lists).then(
-        poll_if_running, outputs=poll, **hidden
-    )
-    polled = dict(inputs=target, outputs=[status, table, notes, target, rollback, poll], **hidden)
+        lambda: _epochs_view(service.training_status()), outputs=epochs, **hidden
+    ).then(poll_if_running, outputs=poll, **hidden)
+    polled = dict(inputs=target, outputs=[status, table, notes, target, rollback, epochs, poll], **hidden)
     poll.tick(poll_while_running, show_progress="hidden", **polled)
     demo.load(poll_while_running, **polled)
     if tab is not None:

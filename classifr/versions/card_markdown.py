@@ -14,6 +14,13 @@ from classifr.versions.overview import ModelOverview, is_finite_number
 MAX_LABEL_ROWS = 50  # label tables longer than this are cut; the JSON has every label
 MAX_PER_CLASS_ROWS = 50
 MAX_LABEL_SAMPLE = 30  # labels named inline when none has training images (v1's 1,000)
+MAX_HISTORY_ROWS = 50
+# The training history's columns (docs/retraining.md, "Resources watched while training").
+HISTORY_COLUMNS = (
+    ("epoch", "epoch"), ("train_loss", "train loss"), ("eval_accuracy", "eval accuracy"),
+    ("images_per_second", "images/s"), ("peak_memory_mb", "peak memory"), ("cpu_percent", "CPU %"),
+    ("gpu_percent", "GPU %"), ("gpu_peak_memory_mb", "GPU memory"),
+)
 
 
 def render_markdown(overview: ModelOverview) -> str:
@@ -148,7 +155,52 @@ def _training_section(o: ModelOverview) -> list[str]:
         lines.append("- Hyperparameters: " + ", ".join(f"{e(k)}={e(v)}" for k, v in hyper.items()))
     elif hyper is None:
         lines.append("- Hyperparameters: not recorded")
+    headers, rows = history_table(o.history[:MAX_HISTORY_ROWS])
+    if rows:
+        lines += ["", "| " + " | ".join(headers) + " |", "|" + "---:|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        if len(o.history) > MAX_HISTORY_ROWS:
+            lines += ["", f"… and {len(o.history) - MAX_HISTORY_ROWS} more epochs; every one is in the JSON below."]
     return lines + [""]
+
+
+def history_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of training history records: only the columns that have a value in some record.
+
+    The first column is the epoch, or the record's `stage` (the head strategy's embedding pass).
+    Cells are text; anything that is not a finite number shows as "—". Also the Train tab's table.
+    """
+    records = [r for r in records if isinstance(r, dict)]
+    columns = [
+        (key, title) for key, title in HISTORY_COLUMNS
+        if any(is_finite_number(r.get(key)) or (key == "epoch" and isinstance(r.get("stage"), str)) for r in records)
+    ]
+    rows = [[_history_cell(key, record) for key, _ in columns] for record in records]
+    return [title for _, title in columns], rows
+
+
+def format_megabytes(value: Any) -> str:
+    """850 MB, 1.9 GB; "—" when not a number."""
+    if not is_finite_number(value):
+        return "—"
+    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:.0f} MB"
+
+
+def _history_cell(key: str, record: dict[str, Any]) -> str:
+    value = record.get(key)
+    if key == "epoch" and not is_finite_number(value):
+        return escape_markdown(record["stage"]) if isinstance(record.get("stage"), str) else "—"
+    if not is_finite_number(value):
+        return "—"
+    if key == "epoch":
+        return f"{value:g}"
+    if key == "train_loss":
+        return f"{value:.4f}"
+    if key == "eval_accuracy":
+        return _pct(value)
+    if key.endswith("_mb"):
+        return format_megabytes(value)
+    return f"{value:.1f}" if key == "images_per_second" else f"{value:.0f}"
 
 
 def _metrics_section(o: ModelOverview) -> list[str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+PROCESSOR_FILE = "preprocessor_config.json"
+# A checkpoint's weights, as save_pretrained writes them (one file or shards with an index).
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
+PYTORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json")
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 ONNX_FILE = "model.onnx"
@@ -119,6 +124,66 @@ def num_labels(config: Mapping[str, Any]) -> int:
         f"{CONFIG_FILE} names no labels: it needs id2label, label_names, num_labels or num_classes "
         f"(got keys {sorted(config)})"
     )
+
+
+def architecture(config: Mapping[str, Any]) -> str | None:
+    """The model's architecture from config.json: the timm wrapper's timm name, else the Transformers class."""
+    if isinstance(config.get("architecture"), str):  # TimmWrapperConfig: "tf_efficientnet_lite0"
+        return config["architecture"]
+    classes = config.get("architectures")
+    if isinstance(classes, list) and classes and isinstance(classes[0], str):
+        return classes[0]
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) else None
+
+
+def checkpoint_weights(folder: Path) -> list[Path]:
+    """A checkpoint's weight files: safetensors (with a shard index) when there are any, else PyTorch .bin."""
+    folder = Path(folder)
+    for patterns in (SAFETENSORS_WEIGHTS, PYTORCH_WEIGHTS):
+        found = sorted({path for pattern in patterns for path in folder.glob(pattern) if path.is_file()})
+        if any(path.suffix in (".safetensors", ".bin") for path in found):
+            return found
+    return []
+
+
+def weights_checksum(folder: Path) -> str:
+    """One sha256 over a checkpoint's weight files (names and contents): what a folder import records."""
+    digest = hashlib.sha256()
+    for path in checkpoint_weights(folder):
+        digest.update(f"{path.name}\0{_file_checksum(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def copy_checkpoint(source: Path, folder: Path) -> list[str]:
+    """Copy a checkpoint's config, weights and image processor config into a version being staged;
+    returns the names copied. The card is written separately (`write_card`)."""
+    source, folder = Path(source), Path(folder)
+    files = [source / CONFIG_FILE, *checkpoint_weights(source)]
+    if (source / PROCESSOR_FILE).is_file():
+        files.append(source / PROCESSOR_FILE)
+    for path in files:
+        shutil.copyfile(path, folder / path.name)
+    return [path.name for path in files]
+
+
+def read_card(folder: Path) -> str | None:
+    """README.md of a checkpoint or version, None when it has none or it cannot be read as text."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        logger.warning("%s could not be read: %s", path, _one_line(err))
+        return None
+
+
+def write_card(folder: Path, text: str) -> Path:
+    """Write README.md (the model card) into a version being staged."""
+    path = Path(folder) / CARD_FILE
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def file_checksums(folder: Path) -> dict[str, str]:

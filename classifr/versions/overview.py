@@ -13,6 +13,8 @@
   pretraining data inherited from the lineage's root (v1: ImageNet-1k), each linked to its card
   when it is a Hub dataset;
 - training configuration and metrics: metrics.json (and the registry metadata as a fallback);
+- training history: metrics.json's `history`, per epoch (loss, accuracy and the resources watched
+  while training, docs/retraining.md); versions published before it have none;
 - lineage: the registry records from this version back to the first one, following `parent`.
 
 Nothing here loads weights or writes anything; a missing or malformed file leaves its part empty
@@ -46,6 +48,13 @@ MAX_LINEAGE_DEPTH = 1000  # a loop in hand-edited records must not hang the card
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _FILE_SUFFIXES = frozenset({".parquet", ".arrow", ".csv", ".json", ".jsonl", ".zip", ".tar", ".gz", ".jpg", ".png"})
 _BUFFER_SUFFIXES = ("running_mean", "running_var")  # BatchNorm statistics: saved, but not parameters
+# The numbers of a training history record the card shows; `stage` names a record that is not an
+# epoch (the head strategy's embedding pass).
+HISTORY_NUMBERS = (
+    "epoch", "train_loss", "eval_accuracy", "images_per_second", "peak_memory_mb", "cpu_percent", "gpu_percent",
+    "gpu_peak_memory_mb",
+)
+MAX_HISTORY_RECORDS = 1000
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class ModelOverview:
     training: dict[str, Any] = field(default_factory=dict)  # strategy, hyperparameters, parent, labels_added
     metrics: dict[str, Any] = field(default_factory=dict)  # accuracy, macro_f1, num_images, per_class, comparison, gate
     lineage: list[dict[str, Any]] = field(default_factory=list)  # this version first, back to the root
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: HISTORY_NUMBERS (+ stage)
     confusion_matrix: Path | None = field(default=None, compare=False)  # local file, not in to_json
     notes: list[str] = field(default_factory=list)  # what could not be read
 
@@ -98,6 +108,7 @@ class ModelOverview:
             "training": _plain(self.training),
             "metrics": _plain(self.metrics),
             "lineage": _plain(self.lineage),
+            "history": _plain(self.history),
             "confusion_matrix": CONFUSION_FILE if self.confusion_matrix is not None else None,
             "notes": list(self.notes),
         }
@@ -140,7 +151,7 @@ def describe_version(
         aliases=tuple(info.aliases),
         created_at=info.created_at,
         serving=own is not None,
-        source=_str_or_none(metadata.get("source")),
+        source=_source(metadata),
         url=f"{HUB_MODELS_URL}{repo_id}/tree/{version}" if isinstance(repo_id, str) and repo_id else None,
         **_architecture(own, folder, notes),
         **_preprocessing(own, folder, notes),
@@ -150,6 +161,7 @@ def describe_version(
         training=_training(summary, metadata, info.parent),
         metrics=_metrics(summary, metadata, notes),
         lineage=lineage,
+        history=_history(summary),
         confusion_matrix=confusion_png(folder),
         notes=notes,
     )
@@ -185,6 +197,7 @@ def describe_model(
         datasets=_datasets(summary, {}, [], {}, dataset_repo),
         training=_training(summary, {}, summary.get("parent") if isinstance(summary.get("parent"), str) else None),
         metrics=_metrics(summary, {}, notes),
+        history=_history(summary),
         confusion_matrix=confusion,
         notes=notes,
     )
@@ -449,6 +462,23 @@ def _metrics(summary: dict[str, Any], metadata: dict[str, Any], notes: list[str]
     return metrics
 
 
+def _history(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """metrics.json's per-epoch records, keeping the finite numbers of HISTORY_NUMBERS and a `stage` name."""
+    records = summary.get("history")
+    if not isinstance(records, list):
+        return []
+    rows = []
+    for record in records[:MAX_HISTORY_RECORDS]:
+        if not isinstance(record, dict):
+            continue
+        row: dict[str, Any] = {key: record[key] for key in HISTORY_NUMBERS if is_finite_number(record.get(key))}
+        if isinstance(record.get("stage"), str) and record["stage"]:
+            row["stage"] = record["stage"]
+        if row:
+            rows.append(row)
+    return rows
+
+
 def _lineage(version: str, infos: Mapping[str, Any]) -> list[dict[str, Any]]:
     """This version, its parent, ... back to the root; a missing parent ends it with `missing`."""
     steps: list[dict[str, Any]] = []
@@ -482,6 +512,12 @@ def is_finite_number(value: Any) -> bool:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _source(metadata: dict[str, Any]) -> str | None:
+    """Where the weights came from, with the Hub commit an imported version was pinned to."""
+    source, revision = _str_or_none(metadata.get("source")), _str_or_none(metadata.get("revision"))
+    return f"{source} @ {revision}" if source and revision else source
 
 
 def _one_line(err: BaseException) -> str:
