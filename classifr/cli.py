@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="make a Transformers image-classification checkpoint (folder or Hub id) a new version")
     version_import.add_argument("source", metavar="ID_OR_FOLDER", help="a checkpoint folder or a Hub model id owner/name")
     version_import.add_argument("--revision", metavar="R", help="Hub ids: branch, tag or commit (default main)")
-    version_import.add_argument("--json", action="store_true", help="print JSON")
+    # SUPPRESS: without it, the action's absent --json would undo a `versions --json import ...`.
+    version_import.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
     promote = commands.add_parser("promote", help="make a version production")
     promote.add_argument("version", metavar="V")

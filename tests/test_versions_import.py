@@ -107,13 +107,15 @@ def test_versions_import_json_through_the_cli(own_home, tiny_vit_dir):
     result = json.loads(done.stdout)
     assert {k: result[k] for k in ("version", "source", "revision", "num_labels")} == {
         "version": "v2", "source": "acme/tiny-vit", "revision": commit, "num_labels": 3}
+    before = run_cli(own_home, "versions", "--json", "import", str(tiny_vit_dir))  # --json before the action too
+    assert before.returncode == 0 and json.loads(before.stdout)["version"] == "v3", before.stderr
     text = run_cli(own_home, "versions", "import", str(tiny_vit_dir))
     assert text.returncode == 0, text.stderr
-    assert "imported" in text.stdout and "classifr promote v3" in text.stdout and "classifr train --parent v3" in text.stdout
+    assert "imported" in text.stdout and "classifr promote v4" in text.stdout and "classifr train --parent v4" in text.stdout
     listed = run_cli(own_home, "versions", "--json")  # listing is as before, the imports included
     versions = json.loads(listed.stdout)
-    assert [v["version"] for v in versions] == ["v1", "v2", "v3"]
-    assert versions[0]["aliases"] == ["production"] and versions[1]["aliases"] == versions[2]["aliases"] == []
+    assert [v["version"] for v in versions] == ["v1", "v2", "v3", "v4"]
+    assert versions[0]["aliases"] == ["production"] and all(v["aliases"] == [] for v in versions[1:])
     promoted = run_cli(own_home, "promote", "v2")  # the app's promotion checks pass on an import
     assert promoted.returncode == 0 and "production is now v2" in promoted.stdout, promoted.stderr
 
