@@ -356,19 +356,20 @@ def _cpu_state(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _epoch_record(
-    run: _Run, epoch: int, loss: float, accuracy: float, images: int, train_s: float, total_s: float
+    run: _Run, epoch: int, loss: float, accuracy: float, resources: dict, train_s: float, total_s: float
 ) -> dict:
+    """HISTORY_KEYS and more; `resources` (training/resources.py) brings images_per_second and the rest."""
     groups = run.optimizer.param_groups
     return {
         "epoch": epoch,
         "train_loss": loss,
         "eval_accuracy": accuracy,
         "learning_rate": groups[0]["lr"],
-        "backbone_learning_rate": groups[1]["lr"],
+        "backbone_learning_rate": groups[1]["lr"] if len(groups) > 1 else None,  # None: the whole backbone frozen
         "seconds": total_s,
-        "images_per_second": images / train_s if train_s > 0 else 0.0,
         "eval_seconds": total_s - train_s,
         "steps": run.step,
+        **resources,
     }
 
 
@@ -379,7 +380,7 @@ def _log_epoch(run: _Run, record: dict, log_with: Any) -> None:
         logger.info(
             "epoch %d: train loss %.4f, eval accuracy %.4f, lr %.2e, %.1f s, %.1f images/s",
             record["epoch"], record["train_loss"], record["eval_accuracy"], record["learning_rate"],
-            record["seconds"], record["images_per_second"],
+            record["seconds"], record["images_per_second"] or 0.0,
         )
 
 
@@ -448,11 +449,8 @@ def _fit(run: _Run, train_loader, eval_loader, on_epoch, log_with) -> tuple[list
 
     Each epoch's record carries what it cost (training/resources.py): images/s, peak memory, CPU, GPU.
     """
-    meter = ResourceMeter(device=run.accelerator.device)
-    try:
+    with ResourceMeter(device=run.accelerator.device) as meter:
         return _epochs(run, train_loader, eval_loader, on_epoch, log_with, meter)
-    finally:
-        meter.close()
 
 
 def _epochs(run: _Run, train_loader, eval_loader, on_epoch, log_with, meter: ResourceMeter) -> tuple[list[dict], dict, str]:
@@ -470,8 +468,7 @@ def _epochs(run: _Run, train_loader, eval_loader, on_epoch, log_with, meter: Res
             return history, best, "cancelled"
         evaluated = run.ema.module if run.ema is not None else run.model
         accuracy = evaluate(run.accelerator, evaluated, eval_loader)
-        record = _epoch_record(run, epoch, loss, accuracy, images, train_seconds, time.perf_counter() - epoch_started)
-        record.update(resources)
+        record = _epoch_record(run, epoch, loss, accuracy, resources, train_seconds, time.perf_counter() - epoch_started)
         history.append(record)
         _log_epoch(run, record, log_with)
         if on_epoch is not None:

@@ -31,6 +31,11 @@ def process_state():
 
 
 def is_main_process() -> bool:
+    """Whether this is the process that evaluates, publishes, tracks and prints (the only one when alone).
+
+    PartialState describes the processes without fixing a training option such as mixed precision
+    (AcceleratorState would); accelerate's tracker classes need it set up.
+    """
     from accelerate import PartialState
 
     return PartialState().is_main_process

@@ -38,6 +38,7 @@ from typing import Any
 
 from classifr.core.config import Settings
 from classifr.core.errors import ClassifrError
+from training.processes import is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -270,18 +271,6 @@ def flatten_numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, in
 # --- when to track ------------------------------------------------------------------------------
 
 
-def _is_main_process() -> bool:
-    """Only the main process of an `accelerate launch` run tracks (trackio's tracker runs on all).
-
-    PartialState is the part of accelerate's state that describes the processes (what Accelerator
-    would set up anyway); unlike AcceleratorState it fixes no training option such as mixed
-    precision. accelerate's tracker classes need it: their logger refuses to work without it.
-    """
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def _remote_variables() -> list[str]:
     return [name for name in REMOTE_VARIABLES if os.environ.get(name, "").strip()]
 
@@ -315,7 +304,7 @@ class RunTracker:
     def start(cls, *, folder: Path, run_name: str, config: dict[str, Any], enabled: bool = True) -> RunTracker:
         """Open a run named `run_name` with `config` as its hyperparameters, stored under `folder`."""
         folder, run_name, config = _check_folder(folder), _check_run_name(run_name), _check_config(config)
-        if not enabled or not _trackio_ready("training runs are not tracked") or not _is_main_process():
+        if not enabled or not _trackio_ready("training runs are not tracked") or not is_main_process():
             return cls(folder=folder, run_name=run_name)
         try:
             tracker = _open_tracker(folder, run_name, config)

@@ -169,14 +169,15 @@ def run(
     report("training", 0.1)
     run_name = f"{options.strategy}-from-{parent_version}"
     with RunTracker.start(folder=tracking_folder(settings), run_name=run_name, config=asdict(options)) as tracker:
+
+        def record(values: dict) -> None:
+            """An epoch or a stage (the embedding pass) as it ends: to the tracking run and the Train tab."""
+            tracker.log(values, step=values.get("steps"))
+            if on_epoch is not None:
+                on_epoch(values)
+
         with clock("train"):
-            trained = _train(start, parent, data, labels, added, options, settings, report, tracker, registry,
-                             on_epoch=on_epoch)
-        if options.strategy == "head":  # its one record (the embedding pass); full reports each epoch as it ends
-            for record in trained.history:
-                tracker.log(record)
-                if on_epoch is not None:
-                    on_epoch(record)
+            trained = _train(start, parent, data, labels, added, options, settings, report, registry, record)
         if not is_main_process():
             return None
         references = [s.label for s in data.test]
@@ -256,12 +257,15 @@ def _promote_checked(registry: ModelRegistry, version: str, settings: Settings) 
 
 
 def _train(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
-           options: TrainOptions, settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
-           registry: ModelRegistry, *, on_epoch: Callable[[dict], None] | None = None) -> _Trained:
+           options: TrainOptions, settings: Settings, report: Callable[[str, float], None], registry: ModelRegistry,
+           record: Callable[[dict], None]) -> _Trained:
+    """Train with the chosen strategy; `record` gets each history record (stage or epoch) as it ends."""
     if options.strategy == "full":
-        return _train_full(start, parent, data, labels, added, options, settings, report, tracker, registry,
-                           on_epoch=on_epoch)
-    return _train_head(start, parent, data, labels, added, options, settings, report, registry)
+        return _train_full(start, parent, data, labels, added, options, settings, report, registry, record)
+    trained = _train_head(start, parent, data, labels, added, options, settings, report, registry)
+    for values in trained.history:
+        record(values)
+    return trained
 
 
 def _train_head(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
@@ -356,8 +360,8 @@ def _anchors(train_x: np.ndarray, data: TrainingData, added: list[str], parent_v
 
 
 def _train_full(start: Classifier, parent: Classifier, data: TrainingData, labels: LabelSet, added: list[str],
-                options: TrainOptions, settings: Settings, report: Callable[[str, float], None], tracker: RunTracker,
-                registry: ModelRegistry, *, on_epoch: Callable[[dict], None] | None = None) -> _Trained:
+                options: TrainOptions, settings: Settings, report: Callable[[str, float], None],
+                registry: ModelRegistry, record: Callable[[dict], None]) -> _Trained:
     """Linear probe, then fine-tune: the head strategy's solution is where the whole network starts.
 
     A head fitted on frozen features first means the backbone is never pulled about by a random (or
@@ -375,16 +379,12 @@ def _train_full(start: Classifier, parent: Classifier, data: TrainingData, label
     config = FullConfig(epochs=options.epochs, batch_size=_per_process_batch(options.batch_size, state.num_processes),
                         seed=options.seed)
     epochs = options.epochs
-    for record in probe.history:  # the probe's embedding pass, before the epochs
-        tracker.log(record)
-        if on_epoch is not None:
-            on_epoch(record)
+    for values in probe.history:  # the probe's embedding pass, before the epochs
+        record(values)
 
-    def epoch_ended(record: dict) -> None:
-        tracker.log(record, step=record["steps"])  # learning curves and resources, per epoch
-        report("fine-tuning", 0.7 + 0.2 * record["epoch"] / epochs)
-        if on_epoch is not None:
-            on_epoch(record)
+    def epoch_ended(values: dict) -> None:
+        record(values)  # learning curves and resources, per epoch
+        report("fine-tuning", 0.7 + 0.2 * values["epoch"] / epochs)
 
     report("fine-tuning", 0.7)
     result = train_full(

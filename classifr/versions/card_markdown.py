@@ -9,18 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from classifr.core.text import escape_markdown
-from classifr.versions.overview import ModelOverview, is_finite_number
+from classifr.versions.overview import HISTORY_NUMBERS, ModelOverview, is_finite_number
 
 MAX_LABEL_ROWS = 50  # label tables longer than this are cut; the JSON has every label
 MAX_PER_CLASS_ROWS = 50
 MAX_LABEL_SAMPLE = 30  # labels named inline when none has training images (v1's 1,000)
 MAX_HISTORY_ROWS = 50
-# The training history's columns (docs/retraining.md, "Resources watched while training").
-HISTORY_COLUMNS = (
-    ("epoch", "epoch"), ("train_loss", "train loss"), ("eval_accuracy", "eval accuracy"),
-    ("images_per_second", "images/s"), ("peak_memory_mb", "peak memory"), ("cpu_percent", "CPU %"),
-    ("gpu_percent", "GPU %"), ("gpu_peak_memory_mb", "GPU memory"),
-)
+# The training history's column titles, in overview.HISTORY_NUMBERS' order (docs/retraining.md,
+# "Resources watched while training").
+HISTORY_TITLES = {
+    "epoch": "epoch", "train_loss": "train loss", "eval_accuracy": "eval accuracy", "images_per_second": "images/s",
+    "peak_memory_mb": "peak memory", "cpu_percent": "CPU %", "gpu_percent": "GPU %", "gpu_peak_memory_mb": "GPU memory",
+}
+HISTORY_COLUMNS = tuple((key, HISTORY_TITLES[key]) for key in HISTORY_NUMBERS)
 
 
 def render_markdown(overview: ModelOverview) -> str:
